@@ -1,0 +1,52 @@
+//! `cdc-connector` command line.
+
+use clap::{Parser, Subcommand};
+use storefront_plumbing::cli::CommonArgs;
+use storefront_plumbing::config;
+
+use cdc_connector::config::{ConnectorConfig, ENV_PREFIX};
+
+/// Streams changes of the storefront's MongoDB collections into domain events on Kafka.
+///
+/// Configuration comes from, lowest precedence first: built-in defaults, the TOML file given with
+/// --config, environment variables CDC_CONNECTOR_<SECTION>__<KEY> (for example
+/// CDC_CONNECTOR_KAFKA__BOOTSTRAP_SERVERS), and the flags below.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the connector until SIGTERM or SIGINT (the default).
+    Run,
+    /// Load and validate the configuration, print it with secrets redacted, and exit.
+    CheckConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config: ConnectorConfig = config::load(
+        cli.common.config.as_deref(),
+        ENV_PREFIX,
+        cli.common.overrides(),
+    )?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            print!("{}", config::to_toml(&config.redacted())?);
+            Ok(())
+        }
+        Command::Run => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(cdc_connector::run(
+                config,
+                storefront_plumbing::shutdown::termination_signal(),
+            ))?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Process plumbing shared by the `cdc-connector` and `projectors` binaries, so neither copies it.
+//!
+//! - [`cli`]: the command-line flags both binaries share.
+//! - [`config`]: layered configuration (defaults < TOML file < environment < flags) and validation.
+//! - [`settings`]: the config sections every process has (MongoDB, Kafka, HTTP, logging).
+//! - [`telemetry`]: logging, Prometheus metrics and the `/health` + `/metrics` HTTP endpoint.
+//! - [`shutdown`]: SIGTERM/SIGINT handling and the cancellation token every task listens to.
+//! - [`kafka`]: one place that builds every Kafka client and creates topics.
+//! - [`mongo`]: one place that builds the MongoDB client.
+//! - [`process`]: the frame around a process: telemetry, HTTP endpoint, shutdown token.
+//! - [`retry`]: capped exponential backoff with jitter for transient failures.
+
+pub mod cli;
+pub mod config;
+pub mod kafka;
+pub mod mongo;
+pub mod process;
+pub mod retry;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
