@@ -5,6 +5,9 @@
 //! - [`unique`]: names that no other test, or earlier run, uses.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; no test sleeps for a
 //!   fixed time.
+//! - [`next_events`]: reads change events with a deadline.
+//! - [`http_get`], [`Daemon`]: talk to a process's `/health` endpoint; run a built binary and stop
+//!   it with SIGTERM like an orchestrator would.
 //!
 //! Environment:
 //! - `STOREFRONT_TEST_MONGO_URI`: use this MongoDB instead of the local test server.
@@ -13,13 +16,16 @@
 
 #![allow(clippy::unwrap_used)] // a harness failure is a test failure; panicking says why
 
-use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use mongodb::bson::Document;
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::ChangeStreamEvent;
 use storefront_plumbing::settings::{KafkaSettings, MongoSettings};
 
 /// The services the tests talk to.
@@ -127,11 +133,11 @@ pub fn unique(prefix: &str) -> String {
 /// Polls `probe` until it returns `Some`, panicking with `what` when `deadline` passes. The pause
 /// between polls grows from 10 ms to 250 ms, so fast conditions are seen quickly and slow ones do
 /// not spin.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
+pub async fn eventually<T>(
+    deadline: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
@@ -144,6 +150,103 @@ where
         );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// How long a test waits for something the stack should do in well under a second.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Reads the next `count` change events within [`DEADLINE`], polling with `next_if_any` (the test
+/// server's getMore never blocks, so a plain `next` would spin).
+pub async fn next_events(
+    stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
+    count: usize,
+) -> Vec<ChangeStreamEvent<Document>> {
+    let mut events = Vec::new();
+    eventually(DEADLINE, &format!("{count} change events"), async || {
+        while events.len() < count {
+            events.push(stream.next_if_any().await.unwrap()?);
+        }
+        Some(())
+    })
+    .await;
+    events
+}
+
+/// `GET http://<addr><path>`: the status code and body, or `None` when nothing answers.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Waits until `GET /health` at `addr` answers 200; returns the body.
+pub async fn until_healthy(addr: SocketAddr) -> String {
+    eventually(
+        DEADLINE,
+        &format!("{addr}/health to answer 200"),
+        async || {
+            http_get(addr, "/health")
+                .await
+                .filter(|(status, _)| *status == 200)
+                .map(|(_, body)| body)
+        },
+    )
+    .await
+}
+
+/// A loopback port that was free a moment ago (for a child process's listen address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A binary running as a child process, killed if the test ends without stopping it.
+#[derive(Debug)]
+pub struct Daemon {
+    child: tokio::process::Child,
+}
+
+impl Daemon {
+    /// Starts `program` with `args`; its output goes to the test's output.
+    pub fn spawn(program: &Path, args: &[&str]) -> Self {
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Self { child }
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("process still running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits for the process to exit within [`DEADLINE`].
+    pub async fn exit_status(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("the process exits before the deadline")
+            .unwrap()
     }
 }
 
@@ -160,10 +263,9 @@ mod tests {
     #[tokio::test]
     async fn eventually_returns_once_the_probe_succeeds() {
         let mut calls = 0;
-        let value = eventually(Duration::from_secs(5), "third call", || {
+        let value = eventually(Duration::from_secs(5), "third call", async || {
             calls += 1;
-            let ready = (calls >= 3).then_some(calls);
-            async move { ready }
+            (calls >= 3).then_some(calls)
         })
         .await;
         assert_eq!(value, 3);
@@ -172,6 +274,6 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "timed out")]
     async fn eventually_panics_at_the_deadline() {
-        eventually(Duration::from_millis(50), "never", || async { None::<()> }).await;
+        eventually(Duration::from_millis(50), "never", async || None::<()>).await;
     }
 }

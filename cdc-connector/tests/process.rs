@@ -1,0 +1,161 @@
+//! The connector as an operator meets it: its command line, its config errors, its health
+//! endpoint, and a clean stop on SIGTERM, against the real local stack.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cdc_connector::config::ConnectorConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use storefront_plumbing::kafka::TracingContext;
+use storefront_plumbing::settings::HttpSettings;
+use storefront_schemas::topology::StorefrontTopics;
+use storefront_tests::{Daemon, free_port, http_get, stack, unique, until_healthy};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_cdc-connector");
+
+fn test_config() -> ConnectorConfig {
+    ConnectorConfig {
+        mongo: stack().mongo_settings(),
+        kafka: stack().kafka_settings(),
+        http: HttpSettings::on_port(0),
+        topics: StorefrontTopics {
+            customer_change: unique("customer"),
+            fulfillment_request: unique("fulfill"),
+            order_status_change: unique("status"),
+        },
+        ..ConnectorConfig::default()
+    }
+}
+
+fn partitions_of(topic: &str) -> usize {
+    let consumer: BaseConsumer<TracingContext> =
+        storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "storefront-tests")
+            .create_with_context(TracingContext)
+            .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0].partitions().len()
+}
+
+#[test]
+fn help_lists_every_flag_and_command() {
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "--config",
+        "--mongo-uri",
+        "--kafka-bootstrap-servers",
+        "--http-listen",
+        "--log-filter",
+        "--log-format",
+        "check-config",
+        "CDC_CONNECTOR_KAFKA__BOOTSTRAP_SERVERS",
+    ] {
+        assert!(help.contains(expected), "--help lacks {expected}:\n{help}");
+    }
+}
+
+#[test]
+fn an_invalid_config_is_refused_with_every_problem_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[new_topics]\npartitions = 0\n[topics]\norder_status_change = \"has space\"\n",
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("new_topics.partitions"), "{stderr}");
+    assert!(stderr.contains("topics.order_status_change"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_the_layered_config_with_secrets_redacted() {
+    let output = Command::new(BINARY)
+        .args([
+            "--mongo-uri",
+            "mongodb://app:hunter2@db1:27017/?replicaSet=rs0",
+            "check-config",
+        ])
+        .env("CDC_CONNECTOR_NEW_TOPICS__PARTITIONS", "7")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        printed.contains("mongodb://app:****@db1:27017"),
+        "{printed}"
+    );
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(printed.contains("partitions = 7"), "{printed}");
+}
+
+#[tokio::test]
+async fn in_process_it_creates_its_topics_reports_health_and_stops_on_signal() {
+    let config = test_config();
+    let topics = config.topics.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connector = cdc_connector::start(config, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+
+    let body = until_healthy(connector.http_addr).await;
+    assert!(
+        body.contains("\"mongo\"") && body.contains("\"kafka\""),
+        "{body}"
+    );
+    for topic in topics.all() {
+        assert_eq!(partitions_of(topic), 3, "{topic}");
+    }
+    let (status, metrics) = http_get(connector.http_addr, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("storefront_build_info"), "{metrics}");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), connector.wait())
+        .await
+        .expect("stops within the deadline")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_binary_stops_cleanly_on_sigterm() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("connector.toml");
+    let config = test_config();
+    let text = format!(
+        "[mongo]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[topics]\ncustomer_change = \"{}\"\nfulfillment_request = \"{}\"\norder_status_change = \"{}\"\n",
+        config.mongo.uri,
+        config.kafka.bootstrap_servers,
+        config.topics.customer_change,
+        config.topics.fulfillment_request,
+        config.topics.order_status_change,
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let mut daemon = Daemon::spawn(
+        Path::new(BINARY),
+        &[
+            "--config",
+            config_path.to_str().unwrap(),
+            "--http-listen",
+            &listen,
+            "run",
+        ],
+    );
+    until_healthy(listen.parse().unwrap()).await;
+    daemon.signal("TERM");
+    let status = daemon.exit_status().await;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
