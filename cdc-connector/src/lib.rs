@@ -9,6 +9,8 @@
 //! the event topics when missing, reports `/health` and `/metrics`, and stops cleanly on SIGTERM or
 //! SIGINT. The change streams and mapping build on this frame.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
+
 pub mod config;
 
 use std::future::Future;

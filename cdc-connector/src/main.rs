@@ -1,5 +1,7 @@
 //! `cdc-connector` command line.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
+
 use clap::{Parser, Subcommand};
 use storefront_plumbing::cli::CommonArgs;
 use storefront_plumbing::config;

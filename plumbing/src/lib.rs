@@ -10,6 +10,8 @@
 //! - [`process`]: the frame around a process: telemetry, HTTP endpoint, shutdown token.
 //! - [`retry`]: capped exponential backoff with jitter for transient failures.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
+
 pub mod cli;
 pub mod config;
 pub mod kafka;

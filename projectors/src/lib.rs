@@ -9,6 +9,8 @@
 //! `/health` and `/metrics`, and stops cleanly on SIGTERM or SIGINT. Consumption and the
 //! projections build on this frame.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
+
 pub mod config;
 
 use std::future::Future;

@@ -1,8 +1,6 @@
 //! The projectors as an operator meets them: command line, config errors, health endpoint and a
 //! clean stop on SIGTERM, against the real local stack.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -3,4 +3,6 @@
 //! - [`topology`]: source/target namespaces and the event topics, with the defaults of
 //!   `shared/design/domain.md`.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
+
 pub mod topology;

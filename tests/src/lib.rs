@@ -14,8 +14,6 @@
 //! - `STOREFRONT_TEST_KAFKA_BOOTSTRAP`: use these Kafka brokers instead of the local broker.
 //! - `STACK_MONGO_PORT`, `STACK_KAFKA_PORT`: ports of the local stack (as `dev/stack` reads them).
 
-#![allow(clippy::unwrap_used)] // a harness failure is a test failure; panicking says why
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

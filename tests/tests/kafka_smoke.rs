@@ -110,6 +110,7 @@ async fn read_committed_consumers_see_committed_transactions_only() {
     let producer: FutureProducer = config.create().unwrap();
     producer.init_transactions(DEADLINE).unwrap();
 
+    #[allow(clippy::result_large_err)] // rdkafka's send_result returns the record on error
     let send = |payload: &'static str| {
         producer.send_result(FutureRecord::to(&topic).key("k").payload(payload))
     };

@@ -1,7 +1,5 @@
 //! Helpers shared by the MongoDB smoke tests.
 
-#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
-
 use mongodb::bson::{Document, doc};
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use storefront_tests::next_events;
