@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
 pub mod config;
+pub mod mapping;
 
 use std::future::Future;
 

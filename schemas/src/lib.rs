@@ -1,8 +1,11 @@
 //! The storefront domain contract as plain data, with no runtime dependencies.
 //!
+//! - [`metadata`]: event metadata (deterministic ids, source positions) and its CloudEvents
+//!   Kafka headers.
 //! - [`topology`]: source/target namespaces and the event topics, with the defaults of
 //!   `shared/design/domain.md`.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
+pub mod metadata;
 pub mod topology;
