@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use storefront_plumbing::config::{Validate, key_path};
 use storefront_plumbing::settings::{HttpSettings, KafkaSettings, LogSettings, MongoSettings};
-use storefront_schemas::topology::{StorefrontNamespaces, StorefrontTopics};
+use storefront_schemas::topology::{
+    Namespace, StorefrontNamespaces, StorefrontTopics, topic_name_problem,
+};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "CDC_CONNECTOR_";
@@ -36,6 +38,96 @@ pub struct ConnectorConfig {
     /// How topics are created when missing.
     #[serde(default)]
     pub new_topics: NewTopicSettings,
+    /// How each change stream starts, resumes and paces itself.
+    #[serde(default)]
+    pub stream: StreamSettings,
+    /// Where resume tokens and the once-per-id ledger are kept.
+    #[serde(default)]
+    pub checkpoints: CheckpointSettings,
+}
+
+/// How each change stream starts, resumes and paces itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// When to publish the documents that already exist: `initial` (when a stream has no
+    /// checkpoint), `never` (stream from now on), `always` (at every start).
+    pub snapshot: SnapshotMode,
+    /// What to do when the server no longer accepts a stream's resume token (its oplog has moved
+    /// past it): `fail` stops with an error naming the stream; `resnapshot` snapshots that
+    /// collection again and streams on from there.
+    pub on_lost_history: LostHistoryPolicy,
+    /// Events published but not yet acknowledged by Kafka, per stream. When reached, the stream
+    /// waits for acknowledgements: backpressure, never dropping.
+    pub max_in_flight: usize,
+    /// Longest pause between polls of an idle change stream, in milliseconds.
+    pub idle_poll_max_ms: u64,
+    /// Largest event payload published, in bytes; a larger one goes to the dead-letter topic.
+    /// Keep it at or below the topics' `max.message.bytes` (1 MiB by default).
+    pub max_event_bytes: usize,
+    /// Topic for source documents that cannot be mapped or published, with the reason.
+    pub dead_letter_topic: String,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            snapshot: SnapshotMode::Initial,
+            on_lost_history: LostHistoryPolicy::Fail,
+            max_in_flight: 10_000,
+            idle_poll_max_ms: 500,
+            max_event_bytes: 1_000_000,
+            dead_letter_topic: "storefront-cdc.connector.dead-letter".to_owned(),
+        }
+    }
+}
+
+/// When existing documents are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    /// Snapshot a collection whose stream has no checkpoint yet.
+    Initial,
+    /// Never snapshot; a stream without a checkpoint starts at the current time.
+    Never,
+    /// Snapshot every collection at every start.
+    Always,
+}
+
+/// What to do when a resume token is no longer accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LostHistoryPolicy {
+    /// Stop with an error naming the stream and the remedy.
+    Fail,
+    /// Snapshot that collection again, then stream on.
+    Resnapshot,
+}
+
+/// Where the connector keeps its own state, in the source MongoDB deployment: it is as available
+/// as the data it describes, needs no other store, and an upsert per checkpoint is atomic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSettings {
+    /// Database of the connector's state (never one of the watched ones).
+    pub database: String,
+    /// Collection of resume tokens, one document per stream.
+    pub collection: String,
+    /// Collection of ids of once-per-id events already published.
+    pub ledger_collection: String,
+    /// How often a stream saves its latest fully acknowledged resume token, in milliseconds.
+    pub interval_ms: u64,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            database: "storefront_cdc".to_owned(),
+            collection: "checkpoints".to_owned(),
+            ledger_collection: "published_once".to_owned(),
+            interval_ms: 1_000,
+        }
+    }
 }
 
 fn default_http() -> HttpSettings {
@@ -52,6 +144,8 @@ impl Default for ConnectorConfig {
             sources: StorefrontNamespaces::default(),
             topics: StorefrontTopics::default(),
             new_topics: NewTopicSettings::default(),
+            stream: StreamSettings::default(),
+            checkpoints: CheckpointSettings::default(),
         }
     }
 }
@@ -90,6 +184,61 @@ impl Validate for ConnectorConfig {
                 "{} must be at least 1",
                 key_path("new_topics", "partitions")
             ));
+        }
+        if self.stream.max_in_flight == 0 {
+            problems.push("stream.max_in_flight must be at least 1".into());
+        }
+        if self.stream.idle_poll_max_ms == 0 {
+            problems.push("stream.idle_poll_max_ms must be at least 1".into());
+        }
+        if self.stream.max_event_bytes < 1024 {
+            problems.push("stream.max_event_bytes must be at least 1024".into());
+        }
+        if let Some(problem) = topic_name_problem(&self.stream.dead_letter_topic) {
+            problems.push(format!("stream.dead_letter_topic: {problem}"));
+        }
+        if self
+            .topics
+            .all()
+            .contains(&self.stream.dead_letter_topic.as_str())
+        {
+            problems.push("stream.dead_letter_topic must differ from the event topics".into());
+        }
+        for (key, name) in [
+            ("checkpoints.collection", &self.checkpoints.collection),
+            (
+                "checkpoints.ledger_collection",
+                &self.checkpoints.ledger_collection,
+            ),
+        ] {
+            problems.extend(
+                Namespace::new(self.checkpoints.database.clone(), name.clone())
+                    .problems(key)
+                    .into_iter()
+                    .map(|p| p.replace(&format!("{key}."), "checkpoints.")),
+            );
+        }
+        if self.checkpoints.collection == self.checkpoints.ledger_collection {
+            problems.push(
+                "checkpoints.collection and checkpoints.ledger_collection must differ".into(),
+            );
+        }
+        let watched = [
+            &self.sources.accounts,
+            &self.sources.orders,
+            &self.sources.fulfillment,
+        ];
+        if watched
+            .iter()
+            .any(|ns| ns.database == self.checkpoints.database)
+        {
+            problems.push(format!(
+                "checkpoints.database `{}` must not be a watched database",
+                self.checkpoints.database
+            ));
+        }
+        if self.checkpoints.interval_ms == 0 {
+            problems.push("checkpoints.interval_ms must be at least 1".into());
         }
         if self.new_topics.replication_factor < 1 {
             problems.push(format!(

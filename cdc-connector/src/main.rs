@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use storefront_plumbing::cli::CommonArgs;
 use storefront_plumbing::config;
 
-use cdc_connector::config::{ConnectorConfig, ENV_PREFIX};
+use cdc_connector::config::{ConnectorConfig, ENV_PREFIX, SnapshotMode};
 
 /// Streams changes of the storefront's MongoDB collections into domain events on Kafka.
 ///
@@ -18,6 +18,10 @@ use cdc_connector::config::{ConnectorConfig, ENV_PREFIX};
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
+    /// When to publish existing documents (overrides `stream.snapshot`): `initial` when a stream
+    /// has no checkpoint, `never`, or `always` at every start.
+    #[arg(long, value_enum, value_name = "MODE", global = true)]
+    snapshot: Option<SnapshotMode>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let config: ConnectorConfig = config::load(
         cli.common.config.as_deref(),
         ENV_PREFIX,
-        cli.common.overrides(),
+        cli.common.overrides().set("stream.snapshot", cli.snapshot),
     )?;
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
