@@ -2,26 +2,44 @@
 //! Kafka, so that no application code has to write to both (the dual write this project removes).
 //!
 //! - [`config`]: the connector's configuration.
+//! - [`mapping`]: source changes to domain events (pure; one module per source collection).
+//! - [`pipeline`]: one change stream to Kafka: snapshot, stream, in-order acknowledgement,
+//!   checkpoints, dead letters (its module doc states the delivery guarantees).
+//! - [`publisher`]: the idempotent Kafka producer and dead-letter records.
+//! - [`checkpoint`]: resume tokens and the once-per-id ledger, stored in MongoDB.
+//! - [`metrics`]: the connector's metrics.
 //! - [`run`] / [`start`]: the process entry point, which takes its shutdown signal as a future so
 //!   tests can run the connector in-process.
 //!
-//! Today the process connects to MongoDB and Kafka (retrying while either is unreachable), creates
-//! the event topics when missing, reports `/health` and `/metrics`, and stops cleanly on SIGTERM or
-//! SIGINT. The change streams and mapping build on this frame.
+//! The process connects to MongoDB and Kafka (retrying while either is unreachable), creates the
+//! event and dead-letter topics when missing, runs one [`pipeline::StreamPipeline`] per watched
+//! collection, reports `/health` and `/metrics`, and on SIGTERM or SIGINT stops reading, waits for
+//! Kafka to acknowledge everything in flight, saves checkpoints and exits. When one stream fails,
+//! the others drain and stop too, and the process exits with that stream's error.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
+pub mod checkpoint;
 pub mod config;
 pub mod mapping;
+pub mod metrics;
+pub mod pipeline;
+pub mod publisher;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec};
 use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
 use storefront_plumbing::telemetry::TelemetryError;
 
+use crate::checkpoint::CheckpointStore;
 use crate::config::ConnectorConfig;
+use crate::mapping::{ChangeMapper, StorefrontMapper};
+use crate::pipeline::{StreamContext, StreamError, StreamPipeline};
+use crate::publisher::Publisher;
 
 /// The name the connector gives itself in MongoDB and Kafka client ids.
 pub const APP_NAME: &str = "storefront-cdc-connector";
@@ -38,18 +56,38 @@ pub enum ConnectorError {
     /// Kafka could not be used.
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
+    /// A stream stopped with an error.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 /// A connector running in the background.
 pub type RunningConnector = RunningProcess<ConnectorError>;
 
-/// Starts the connector; it runs until `shutdown` resolves or it fails.
+/// Starts the connector with the storefront mapping; it runs until `shutdown` resolves or it
+/// fails.
 pub async fn start(
     config: ConnectorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningConnector, ConnectorError> {
+    let mapper = Arc::new(StorefrontMapper::new(
+        config.sources.clone(),
+        config.topics.clone(),
+    ));
+    start_with_mapper(config, mapper, shutdown).await
+}
+
+/// Starts the connector with another domain's mapping.
+pub async fn start_with_mapper(
+    config: ConnectorConfig,
+    mapper: Arc<dyn ChangeMapper>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningConnector, ConnectorError> {
     let (log, http) = (config.log.clone(), config.http.clone());
-    Ok(process::spawn(&log, &http, shutdown, |context| work(config, context)).await?)
+    Ok(process::spawn(&log, &http, shutdown, |context| {
+        work(config, mapper, context)
+    })
+    .await?)
 }
 
 /// Runs the connector until `shutdown` resolves or it fails.
@@ -60,14 +98,24 @@ pub async fn run(
     start(config, shutdown).await?.wait().await
 }
 
-async fn work(config: ConnectorConfig, context: ProcessContext) -> Result<(), ConnectorError> {
+async fn work(
+    config: ConnectorConfig,
+    mapper: Arc<dyn ChangeMapper>,
+    context: ProcessContext,
+) -> Result<(), ConnectorError> {
+    let namespaces = [
+        config.sources.accounts.clone(),
+        config.sources.orders.clone(),
+        config.sources.fulfillment.clone(),
+    ];
     tracing::info!(
-        accounts = %config.sources.accounts,
-        orders = %config.sources.orders,
-        fulfillment = %config.sources.fulfillment,
+        accounts = %namespaces[0],
+        orders = %namespaces[1],
+        fulfillment = %namespaces[2],
+        snapshot = ?config.stream.snapshot,
         "connector starting"
     );
-    let Some(_client) = context.connect_mongo(&config.mongo, APP_NAME).await? else {
+    let Some(client) = context.connect_mongo(&config.mongo, APP_NAME).await? else {
         return Ok(());
     };
     if context
@@ -78,10 +126,43 @@ async fn work(config: ConnectorConfig, context: ProcessContext) -> Result<(), Co
         return Ok(());
     }
     kafka::ensure_topics(&config.kafka, APP_NAME, &topic_specs(&config)).await?;
-    tracing::info!("connector ready");
-    context.shutdown.cancelled().await;
+    let publisher = Arc::new(Publisher::new(
+        &config.kafka,
+        APP_NAME,
+        &config.stream.dead_letter_topic,
+    )?);
+    let stream_context = StreamContext {
+        client: client.clone(),
+        mapper,
+        publisher: publisher.clone(),
+        store: CheckpointStore::new(&client, &config.checkpoints),
+        settings: config.stream.clone(),
+        checkpoint_interval: Duration::from_millis(config.checkpoints.interval_ms),
+        shutdown: context.shutdown.clone(),
+        health: context.health.clone(),
+    };
+    let mut streams = tokio::task::JoinSet::new();
+    for namespace in namespaces {
+        let pipeline = StreamPipeline::new(namespace, stream_context.clone());
+        streams.spawn(pipeline.run());
+    }
+    tracing::info!("connector running");
+    let mut first_error = None;
+    while let Some(joined) = streams.join_next().await {
+        let outcome =
+            joined.unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()));
+        if let Err(error) = outcome {
+            tracing::error!(%error, "stream stopped; stopping the connector");
+            // One failed stream stops the others: they drain and checkpoint on the way out.
+            context.shutdown.cancel();
+            first_error.get_or_insert(error);
+        }
+    }
+    if let Err(error) = publisher.flush(Duration::from_secs(30)) {
+        tracing::warn!(%error, "kafka flush at shutdown");
+    }
     tracing::info!("connector stopped");
-    Ok(())
+    first_error.map_or(Ok(()), |error| Err(error.into()))
 }
 
 /// The event topics with the settings they get when the connector creates them.
@@ -90,6 +171,7 @@ pub fn topic_specs(config: &ConnectorConfig) -> Vec<TopicSpec> {
         .topics
         .all()
         .iter()
+        .chain(std::iter::once(&config.stream.dead_letter_topic.as_str()))
         .map(|name| TopicSpec {
             name: (*name).to_owned(),
             partitions: config.new_topics.partitions,

@@ -1,5 +1,8 @@
 //! The storefront domain contract as plain data, with no runtime dependencies.
 //!
+//! - [`documents`]: the source documents of the three collections, typed, read from BSON with
+//!   field-path errors.
+//! - [`events`]: the event payloads (the record bodies) and their JSON Schemas.
 //! - [`metadata`]: event metadata (deterministic ids, source positions) and its CloudEvents
 //!   Kafka headers.
 //! - [`topology`]: source/target namespaces and the event topics, with the defaults of
@@ -7,5 +10,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
+pub mod documents;
+pub mod events;
 pub mod metadata;
 pub mod topology;

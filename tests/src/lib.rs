@@ -6,6 +6,7 @@
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; no test sleeps for a
 //!   fixed time.
 //! - [`next_events`]: reads change events with a deadline.
+//! - [`TopicReader`]: reads topics from the beginning into [`Record`]s until a condition holds.
 //! - [`http_get`], [`Daemon`]: talk to a process's `/health` endpoint; run a built binary and stop
 //!   it with SIGTERM like an orchestrator would.
 //!
@@ -228,6 +229,11 @@ impl Daemon {
         Self { child }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("process still running")
+    }
+
     /// Sends `signal` (e.g. `TERM`, `KILL`) to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("process still running");
@@ -245,6 +251,122 @@ impl Daemon {
             .await
             .expect("the process exits before the deadline")
             .unwrap()
+    }
+}
+
+/// A Kafka record as tests inspect it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// Key as UTF-8.
+    pub key: Option<String>,
+    /// Body; `None` for a tombstone.
+    pub payload: Option<Vec<u8>>,
+    /// Headers as UTF-8.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Record {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.payload.as_deref().expect("a payload")).unwrap()
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("header {name} missing in {:?}", self.headers))
+    }
+}
+
+/// Reads topics from their beginning (a fresh consumer group), keeping every record seen.
+pub struct TopicReader {
+    consumer: rdkafka::consumer::StreamConsumer<storefront_plumbing::kafka::TracingContext>,
+    /// Every record read so far, in arrival order.
+    pub records: Vec<Record>,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicReader")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TopicReader {
+    /// A reader of `topics` from offset 0.
+    pub fn new(topics: &[&str]) -> Self {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::StreamConsumer<_> =
+            storefront_plumbing::kafka::consumer_config(
+                &stack().kafka_settings(),
+                "storefront-tests",
+                &unique("reader"),
+            )
+            .create_with_context(storefront_plumbing::kafka::TracingContext)
+            .unwrap();
+        consumer.subscribe(topics).unwrap();
+        Self {
+            consumer,
+            records: Vec::new(),
+        }
+    }
+
+    /// Reads until `done(records)` holds, panicking with `what` after `deadline`.
+    pub async fn read_until(
+        &mut self,
+        deadline: Duration,
+        what: &str,
+        mut done: impl FnMut(&[Record]) -> bool,
+    ) -> &[Record] {
+        use rdkafka::message::{Headers, Message};
+        let started = Instant::now();
+        while !done(&self.records) {
+            let left = deadline.saturating_sub(started.elapsed());
+            assert!(
+                !left.is_zero(),
+                "timed out after {deadline:?} waiting for {what}; read {} records",
+                self.records.len()
+            );
+            let Ok(received) = tokio::time::timeout(left, self.consumer.recv()).await else {
+                continue;
+            };
+            let message = match received {
+                Ok(message) => message,
+                Err(error) => {
+                    // Transient consumer errors (a topic's leader not yet known, a rebalance)
+                    // are reported and retried; the deadline still bounds the wait.
+                    eprintln!("topic reader: {error}");
+                    continue;
+                }
+            };
+            let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), text(h.value.unwrap_or_default())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.records.push(Record {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(text),
+                payload: message.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+        &self.records
     }
 }
 

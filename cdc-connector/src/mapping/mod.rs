@@ -95,3 +95,109 @@ pub trait ChangeMapper: Send + Sync {
     /// The events for `change`, in publish order (possibly none).
     fn map(&self, change: &SourceChange) -> Result<Vec<OutboundEvent>, MappingError>;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The storefront's mappers, and what they share.
+// ---------------------------------------------------------------------------------------------
+
+mod accounts;
+mod fulfillment;
+mod orders;
+mod storefront;
+#[cfg(test)]
+mod testing;
+
+pub use accounts::AccountsMapper;
+pub use fulfillment::FulfillmentMapper;
+pub use orders::OrdersMapper;
+pub use storefront::StorefrontMapper;
+
+use storefront_schemas::documents::{self, DocumentError};
+use storefront_schemas::metadata::{EventType, SCHEMA_VERSION};
+
+impl From<DocumentError> for MappingError {
+    fn from(error: DocumentError) -> Self {
+        match error {
+            DocumentError::MissingField { field } => MappingError::MissingField { field },
+            DocumentError::InvalidField { field, reason } => {
+                MappingError::InvalidField { field, reason }
+            }
+            DocumentError::NotExtendedJson(reason) => MappingError::InvalidField {
+                field: String::new(),
+                reason,
+            },
+        }
+    }
+}
+
+/// The document to map, or `None` when the change leaves nothing to map: a delete, or an update
+/// whose post-image is gone because the document was deleted before the server looked it up.
+/// In that second case the delete's own change follows in the stream and supersedes this one,
+/// so mapping nothing loses nothing. Every other kind must carry its document.
+fn post_image(change: &SourceChange) -> Result<Option<&Document>, MappingError> {
+    match (change.kind, &change.full_document) {
+        (ChangeKind::Delete, _) => Ok(None),
+        (ChangeKind::Update, None) => Ok(None),
+        (_, Some(document)) => Ok(Some(document)),
+        (ChangeKind::Snapshot | ChangeKind::Insert | ChangeKind::Replace, None) => {
+            Err(MappingError::MissingField {
+                field: "fullDocument".to_owned(),
+            })
+        }
+    }
+}
+
+/// Reads a typed source document, naming the offending field on failure.
+fn read<T: serde::de::DeserializeOwned>(document: &Document) -> Result<T, MappingError> {
+    Ok(documents::from_document(document)?)
+}
+
+/// The hex form of an ObjectId `_id`; any other BSON type is an error.
+fn object_id_hex(id: &Bson) -> Result<String, MappingError> {
+    match id {
+        Bson::ObjectId(id) => Ok(id.to_hex()),
+        other => Err(MappingError::InvalidField {
+            field: "_id".to_owned(),
+            reason: format!("expected an ObjectId, found {:?}", other.element_type()),
+        }),
+    }
+}
+
+/// A guid used as a record key must not be empty (an empty key would put every such order in
+/// one partition and make its events indistinguishable).
+fn require_guid(guid: &str, field: &str) -> Result<(), MappingError> {
+    if guid.trim().is_empty() {
+        return Err(MappingError::InvalidField {
+            field: field.to_owned(),
+            reason: "is empty".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A record for `change`: metadata taken from the change, subject = key.
+fn outbound(
+    change: &SourceChange,
+    topic: &str,
+    key: String,
+    event_type: EventType,
+    id: String,
+    payload: Option<Vec<u8>>,
+    once_per_id: bool,
+) -> OutboundEvent {
+    OutboundEvent {
+        topic: topic.to_owned(),
+        metadata: EventMetadata {
+            id,
+            event_type,
+            schema_version: SCHEMA_VERSION,
+            source: change.namespace.clone(),
+            position: change.position,
+            time_ms: change.time_ms,
+            subject: key.clone(),
+        },
+        key,
+        payload,
+        once_per_id,
+    }
+}

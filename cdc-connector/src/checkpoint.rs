@@ -1,0 +1,176 @@
+//! Checkpoints: the resume token of each stream, and the ledger of once-per-id events.
+//!
+//! Both live in the source MongoDB deployment (database `checkpoints.database`), so the
+//! connector's state is exactly as available and as durable as the data it describes, with no
+//! other store to run. A checkpoint is one upserted document per stream: atomic, and overwritten
+//! only with a token whose every earlier event Kafka has acknowledged (the pipeline's job).
+//!
+//! The ledger records the ids of events that must be published once per business fact (an order's
+//! fulfillment request, one status change). It is written with the checkpoint, after Kafka
+//! acknowledged those events: a crash before that write re-publishes them with the same id (a
+//! recognisable duplicate), never loses them.
+
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::InsertManyOptions;
+use mongodb::{Client, Collection};
+use storefront_schemas::metadata::SourcePosition;
+
+use crate::config::CheckpointSettings;
+
+/// The saved state of one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Resume after this token.
+    pub resume_token: ResumeToken,
+    /// Cluster time of the last change covered, when known.
+    pub position: Option<SourcePosition>,
+    /// When it was saved.
+    pub saved_at: DateTime,
+}
+
+/// Why the connector's state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// MongoDB refused or could not be reached.
+    #[error("checkpoint store: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// A stored checkpoint is not in the expected shape (edited by hand?).
+    #[error("checkpoint of stream {stream} is unreadable: {reason}")]
+    Corrupt {
+        /// The stream's name.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Reads and writes checkpoints and the ledger.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    checkpoints: Collection<Document>,
+    ledger: Collection<Document>,
+}
+
+impl CheckpointStore {
+    /// The store described by `settings` on `client`.
+    pub fn new(client: &Client, settings: &CheckpointSettings) -> Self {
+        let database = client.database(&settings.database);
+        Self {
+            checkpoints: database.collection(&settings.collection),
+            ledger: database.collection(&settings.ledger_collection),
+        }
+    }
+
+    /// The checkpoint of `stream`, if one was saved.
+    pub async fn load(&self, stream: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        let Some(found) = self.checkpoints.find_one(doc! { "_id": stream }).await? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            stream: stream.to_owned(),
+            reason,
+        };
+        let token = found
+            .get("resume_token")
+            .cloned()
+            .ok_or_else(|| corrupt("no resume_token".into()))?;
+        let resume_token: ResumeToken =
+            mongodb::bson::from_bson(token).map_err(|e| corrupt(e.to_string()))?;
+        let position = match found.get("position") {
+            Some(Bson::Timestamp(ts)) => Some(SourcePosition {
+                seconds: ts.time,
+                increment: ts.increment,
+            }),
+            _ => None,
+        };
+        let saved_at = found
+            .get_datetime("saved_at")
+            .copied()
+            .unwrap_or_else(|_| DateTime::from_millis(0));
+        Ok(Some(Checkpoint {
+            resume_token,
+            position,
+            saved_at,
+        }))
+    }
+
+    /// Saves `token` as `stream`'s checkpoint, after recording `published_once` in the ledger.
+    /// The ledger goes first: if the process dies between the two writes, the re-read changes find
+    /// their ids in the ledger instead of publishing them again.
+    pub async fn save(
+        &self,
+        stream: &str,
+        token: &ResumeToken,
+        position: Option<SourcePosition>,
+        published_once: &[String],
+    ) -> Result<(), CheckpointError> {
+        self.record_published(published_once).await?;
+        let token = mongodb::bson::to_bson(token).map_err(|e| CheckpointError::Corrupt {
+            stream: stream.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut fields = doc! { "resume_token": token, "saved_at": DateTime::now() };
+        if let Some(position) = position {
+            fields.insert(
+                "position",
+                mongodb::bson::Timestamp {
+                    time: position.seconds,
+                    increment: position.increment,
+                },
+            );
+        }
+        self.checkpoints
+            .update_one(doc! { "_id": stream }, doc! { "$set": fields })
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets `stream`'s checkpoint (its next start snapshots or starts from now, per policy).
+    pub async fn clear(&self, stream: &str) -> Result<(), CheckpointError> {
+        self.checkpoints.delete_one(doc! { "_id": stream }).await?;
+        Ok(())
+    }
+
+    /// Whether an event with `id` was published before (and its checkpoint saved).
+    pub async fn was_published(&self, id: &str) -> Result<bool, CheckpointError> {
+        Ok(self.ledger.find_one(doc! { "_id": id }).await?.is_some())
+    }
+
+    async fn record_published(&self, ids: &[String]) -> Result<(), CheckpointError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = DateTime::now();
+        let entries = ids.iter().map(|id| doc! { "_id": id, "published_at": now });
+        let unordered = InsertManyOptions::builder().ordered(false).build();
+        match self
+            .ledger
+            .insert_many(entries)
+            .with_options(unordered)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Ids already in the ledger (a repeat after a crash) are fine; anything else is not.
+            Err(error) if only_duplicate_keys(&error) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+fn only_duplicate_keys(error: &mongodb::error::Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    match error.kind.as_ref() {
+        ErrorKind::InsertMany(failure) => {
+            failure.write_concern_error.is_none()
+                && failure
+                    .write_errors
+                    .as_ref()
+                    .is_some_and(|errors| errors.iter().all(|e| e.code == DUPLICATE_KEY))
+        }
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}

@@ -1,0 +1,831 @@
+//! One change stream, from MongoDB to Kafka, with checkpoints.
+//!
+//! ```text
+//!  snapshot (find) ─┐
+//!                   ├─> SourceChange ─> mapper ─> once-per-id filter ─> publisher ─> in-flight queue
+//!  change stream ───┘                     │                                              │
+//!                                         └─> dead letter (reason, raw document) ───────>│
+//!                                                                                         v
+//!                               checkpoint store <── token of the oldest fully acked change
+//! ```
+//!
+//! # Delivery guarantees
+//! - **No loss.** Every change becomes an entry of the in-flight queue holding the delivery futures
+//!   of its records, in source order. Entries leave the queue from the front only, once all their
+//!   records are acknowledged, so the saved resume token never passes a record Kafka has not
+//!   acknowledged. A `kill -9` at any instant resumes from a token whose every earlier change is in
+//!   Kafka; the changes after it are read and published again (duplicates with the same ids).
+//! - **Backpressure.** At most `stream.max_in_flight` records are unacknowledged; then the stream
+//!   waits for the oldest. A full producer queue also waits. Nothing is dropped.
+//! - **Never silent.** A change that cannot be mapped, or an event larger than
+//!   `stream.max_event_bytes` (or refused by the broker as too large), becomes a dead letter with
+//!   the reason, and the stream goes on. Any other publish failure stops the connector without
+//!   checkpointing past it.
+//! - **Lost history.** A resume token the server no longer accepts stops the stream with an error
+//!   naming it and the remedy, or (policy `resnapshot`) snapshots the collection again.
+//! - **No gap after a snapshot.** The stream is opened (at the current cluster time when the server
+//!   reports one) *before* the collection is read, so every change after the snapshot's start is
+//!   streamed; changes during the snapshot may appear twice, which is harmless.
+//!
+//! A checkpoint needs a resume token. Until the stream has one (a fresh stream on a server that
+//! reports no post-batch token, before its first change), nothing is saved, and a restart
+//! snapshots again rather than risk a gap.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::error::ErrorKind;
+use mongodb::options::FullDocumentType;
+use mongodb::{Client, Collection};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::DeliveryFuture;
+use storefront_plumbing::retry::Backoff;
+use storefront_plumbing::telemetry::{ComponentState, Health};
+use storefront_schemas::metadata::SourcePosition;
+use storefront_schemas::topology::Namespace;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::config::{LostHistoryPolicy, SnapshotMode, StreamSettings};
+use crate::mapping::{ChangeKind, ChangeMapper, SourceChange};
+use crate::metrics;
+use crate::publisher::{PublishError, Publisher};
+
+/// Why a stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The server no longer has the history after the saved resume token.
+    #[error(
+        "stream {stream}: the saved resume token is no longer accepted ({reason}); changes after \
+         it may be lost. Remedy: restart with stream.on_lost_history = \"resnapshot\" to publish \
+         the collection's current documents again, or delete checkpoint `{stream}` and restart \
+         with --snapshot initial"
+    )]
+    HistoryLost {
+        /// The stream's name.
+        stream: String,
+        /// The server's words.
+        reason: String,
+    },
+    /// MongoDB failed in a way retrying did not fix.
+    #[error("stream {stream}: mongodb: {source}")]
+    Mongo {
+        /// The stream's name.
+        stream: String,
+        /// The driver's error.
+        #[source]
+        source: Box<mongodb::error::Error>,
+    },
+    /// Kafka failed to take or deliver a record.
+    #[error("stream {stream}: {source}")]
+    Publish {
+        /// The stream's name.
+        stream: String,
+        /// What failed.
+        #[source]
+        source: Box<PublishError>,
+    },
+    /// Kafka reported a delivery failure that is not the record's fault.
+    #[error("stream {stream}: kafka delivery failed: {source}")]
+    Delivery {
+        /// The stream's name.
+        stream: String,
+        /// librdkafka's error.
+        #[source]
+        source: Box<KafkaError>,
+    },
+    /// The checkpoint store failed.
+    #[error("stream {stream}: {source}")]
+    Checkpoint {
+        /// The stream's name.
+        stream: String,
+        /// What failed.
+        #[source]
+        source: Box<CheckpointError>,
+    },
+}
+
+/// Server error codes meaning the resume point is gone: ChangeStreamFatalError (280),
+/// ChangeStreamHistoryLost (286), CappedPositionLost (136).
+const LOST_HISTORY_CODES: [i32; 3] = [280, 286, 136];
+
+fn is_lost_history(error: &mongodb::error::Error) -> Option<String> {
+    match error.kind.as_ref() {
+        ErrorKind::Command(command) if LOST_HISTORY_CODES.contains(&command.code) => {
+            Some(format!("{} ({})", command.message, command.code))
+        }
+        _ => None,
+    }
+}
+
+/// Records of one source change, in the in-flight queue until Kafka acknowledged all of them.
+struct Pending {
+    /// Resume token of the change (`None` for snapshot reads).
+    token: Option<ResumeToken>,
+    position: Option<SourcePosition>,
+    deliveries: Vec<DeliveryFuture>,
+    once_ids: Vec<String>,
+}
+
+/// What to checkpoint next: the newest token whose change, and every earlier one, is acknowledged.
+#[derive(Debug, Default)]
+struct Acked {
+    token: Option<ResumeToken>,
+    position: Option<SourcePosition>,
+    once_ids: Vec<String>,
+    dirty: bool,
+}
+
+/// One collection's stream.
+pub struct StreamPipeline {
+    name: String,
+    namespace: Namespace,
+    collection: Collection<Document>,
+    client: Client,
+    mapper: Arc<dyn ChangeMapper>,
+    publisher: Arc<Publisher>,
+    store: CheckpointStore,
+    settings: StreamSettings,
+    checkpoint_interval: Duration,
+    shutdown: CancellationToken,
+    health: Health,
+    in_flight: VecDeque<Pending>,
+    in_flight_records: usize,
+    acked: Acked,
+    last_saved: Instant,
+    /// Once-per-id events published by this process (acknowledged or not), so a quick second
+    /// change revealing the same fact is dropped before the ledger knows it.
+    published_once: HashSet<String>,
+}
+
+impl std::fmt::Debug for StreamPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamPipeline")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a stream needs besides its namespace.
+#[derive(Clone)]
+pub struct StreamContext {
+    /// MongoDB client of the source.
+    pub client: Client,
+    /// Maps changes to events.
+    pub mapper: Arc<dyn ChangeMapper>,
+    /// The process's producer.
+    pub publisher: Arc<Publisher>,
+    /// Checkpoints and ledger.
+    pub store: CheckpointStore,
+    /// Stream settings.
+    pub settings: StreamSettings,
+    /// How often to save checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Process shutdown.
+    pub shutdown: CancellationToken,
+    /// Process health.
+    pub health: Health,
+}
+
+impl std::fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext").finish_non_exhaustive()
+    }
+}
+
+/// How a stream starts.
+enum Start {
+    Resume(ResumeToken),
+    Snapshot,
+    Now,
+}
+
+impl StreamPipeline {
+    /// A pipeline for `namespace`; its checkpoint is named after the namespace.
+    pub fn new(namespace: Namespace, context: StreamContext) -> Self {
+        let collection = context
+            .client
+            .database(&namespace.database)
+            .collection(&namespace.collection);
+        Self {
+            name: namespace.to_string(),
+            namespace,
+            collection,
+            client: context.client,
+            mapper: context.mapper,
+            publisher: context.publisher,
+            store: context.store,
+            settings: context.settings,
+            checkpoint_interval: context.checkpoint_interval,
+            shutdown: context.shutdown,
+            health: context.health,
+            in_flight: VecDeque::new(),
+            in_flight_records: 0,
+            acked: Acked::default(),
+            last_saved: Instant::now(),
+            published_once: HashSet::new(),
+        }
+    }
+
+    fn component(&self) -> String {
+        format!("stream {}", self.name)
+    }
+
+    fn mongo_error(&self, source: mongodb::error::Error) -> StreamError {
+        StreamError::Mongo {
+            stream: self.name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn checkpoint_error(&self, source: CheckpointError) -> StreamError {
+        StreamError::Checkpoint {
+            stream: self.name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Runs until shutdown (then drains and checkpoints) or a fatal error.
+    pub async fn run(mut self) -> Result<(), StreamError> {
+        self.health.set(&self.component(), ComponentState::Starting);
+        let outcome = self.stream().await;
+        if let Err(error) = &outcome {
+            self.health.set(
+                &self.component(),
+                ComponentState::Failing(error.to_string()),
+            );
+        }
+        outcome
+    }
+
+    async fn stream(&mut self) -> Result<(), StreamError> {
+        let checkpoint = self
+            .store
+            .load(&self.name)
+            .await
+            .map_err(|e| self.checkpoint_error(e))?;
+        let start = match (self.settings.snapshot, checkpoint) {
+            (SnapshotMode::Always, _) => Start::Snapshot,
+            (_, Some(checkpoint)) => Start::Resume(checkpoint.resume_token),
+            (SnapshotMode::Initial, None) => Start::Snapshot,
+            (SnapshotMode::Never, None) => Start::Now,
+        };
+        let stream = match start {
+            Start::Resume(token) => match self.open(Some(token)).await {
+                Ok(stream) => {
+                    tracing::info!(stream = %self.name, "resumed from checkpoint");
+                    Some(stream)
+                }
+                Err(error) => self.on_open_failure(error).await?,
+            },
+            Start::Snapshot => self.open_and_snapshot().await?,
+            Start::Now => {
+                tracing::info!(stream = %self.name, "no checkpoint; streaming from now on");
+                Some(self.open(None).await.map_err(|e| self.mongo_error(e))?)
+            }
+        };
+        if let Some(mut stream) = stream {
+            self.health.set(&self.component(), ComponentState::Ready);
+            self.follow(&mut stream).await?;
+        }
+        // Shut down (possibly mid-snapshot): deliver what is in flight, then save what it covers.
+        self.drain().await?;
+        self.save_checkpoint(true).await
+    }
+
+    /// Opens the change stream: after `token` when given, else at the current time.
+    async fn open(
+        &self,
+        token: Option<ResumeToken>,
+    ) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
+        let watch = self
+            .collection
+            .watch()
+            .full_document(FullDocumentType::UpdateLookup);
+        match token {
+            // startAfter (not resumeAfter) also accepts the token of an invalidate event.
+            Some(token) => watch.start_after(token).await,
+            None => watch.await,
+        }
+    }
+
+    async fn on_open_failure(
+        &mut self,
+        error: mongodb::error::Error,
+    ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>, StreamError> {
+        let Some(reason) = is_lost_history(&error) else {
+            return Err(self.mongo_error(error));
+        };
+        match self.settings.on_lost_history {
+            LostHistoryPolicy::Fail => {
+                tracing::error!(stream = %self.name, %reason, "resume token no longer accepted");
+                Err(StreamError::HistoryLost {
+                    stream: self.name.clone(),
+                    reason,
+                })
+            }
+            LostHistoryPolicy::Resnapshot => {
+                tracing::warn!(stream = %self.name, %reason, "resume token no longer accepted; snapshotting the collection again");
+                metrics::history_lost(&self.namespace);
+                self.open_and_snapshot().await
+            }
+        }
+    }
+
+    /// Opens a stream at the current time, then publishes every existing document.
+    async fn open_and_snapshot(
+        &mut self,
+    ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>, StreamError> {
+        let position = self.current_cluster_time().await;
+        let stream = self.open(None).await.map_err(|e| self.mongo_error(e))?;
+        if !self.snapshot(position).await? {
+            return Ok(None);
+        }
+        Ok(Some(stream))
+    }
+
+    /// The deployment's current cluster time, read before the snapshot so snapshot events order
+    /// before every change streamed after them. Falls back to the wall clock when the server
+    /// reports none (the test server; see docs/test-stack.md).
+    async fn current_cluster_time(&self) -> SourcePosition {
+        let from_server = async {
+            let mut session = self.client.start_session().await.ok()?;
+            self.client
+                .database("admin")
+                .run_command(doc! { "ping": 1 })
+                .session(&mut session)
+                .await
+                .ok()?;
+            session.operation_time()
+        };
+        match from_server.await {
+            Some(time) => SourcePosition {
+                seconds: time.time,
+                increment: time.increment,
+            },
+            None => SourcePosition {
+                seconds: now_ms().div_euclid(1000) as u32,
+                increment: 0,
+            },
+        }
+    }
+
+    /// Publishes every document of the collection as a snapshot change; `false` if shut down.
+    async fn snapshot(&mut self, position: SourcePosition) -> Result<bool, StreamError> {
+        use futures::TryStreamExt;
+        let total = self
+            .collection
+            .estimated_document_count()
+            .await
+            .map_err(|e| self.mongo_error(e))?;
+        tracing::info!(stream = %self.name, documents = total, "snapshot started");
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let mut done: u64 = 0;
+        let mut cursor = self
+            .collection
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(|e| self.mongo_error(e))?;
+        while let Some(document) = cursor.try_next().await.map_err(|e| self.mongo_error(e))? {
+            if self.shutdown.is_cancelled() {
+                tracing::info!(stream = %self.name, done, "snapshot interrupted by shutdown; it restarts next time");
+                return Ok(false);
+            }
+            let change = SourceChange {
+                namespace: self.namespace.clone(),
+                kind: ChangeKind::Snapshot,
+                document_id: document.get("_id").cloned().unwrap_or(Bson::Null),
+                full_document: Some(document),
+                position,
+                time_ms: now_ms(),
+            };
+            self.publish_change(change, None).await?;
+            done += 1;
+            metrics::snapshot_progress(&self.namespace, done, total);
+            if last_report.elapsed() >= Duration::from_secs(2) {
+                last_report = Instant::now();
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                let eta = total.saturating_sub(done) as f64 / rate.max(0.001);
+                tracing::info!(stream = %self.name, done, total, rate = rate as u64, eta_seconds = eta as u64, "snapshot progress");
+            }
+            self.collect_acked().await?;
+        }
+        tracing::info!(stream = %self.name, documents = done, seconds = started.elapsed().as_secs_f64(), "snapshot finished");
+        Ok(true)
+    }
+
+    /// Reads the stream until shutdown.
+    async fn follow(
+        &mut self,
+        stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
+    ) -> Result<(), StreamError> {
+        let idle_max = Duration::from_millis(self.settings.idle_poll_max_ms);
+        let mut idle = Backoff::new(Duration::from_millis(5), idle_max);
+        let mut failures = Backoff::default();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let polled = tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(()),
+                polled = stream.next_if_any() => polled,
+            };
+            match polled {
+                Ok(Some(event)) => {
+                    idle.reset();
+                    failures.reset();
+                    if let Some(reopened) = self.handle_event(event).await? {
+                        *stream = reopened;
+                    }
+                }
+                Ok(None) => {
+                    self.collect_acked().await?;
+                    // Nothing in flight: the stream's own token (a post-batch token on MongoDB)
+                    // is safe to save, and keeps an idle stream's checkpoint fresh.
+                    if self.in_flight.is_empty()
+                        && let Some(token) = stream.resume_token()
+                        && self.acked.token.as_ref() != Some(&token)
+                    {
+                        self.acked.token = Some(token);
+                        self.acked.dirty = true;
+                    }
+                    self.save_checkpoint(false).await?;
+                    let pause = idle.next_delay();
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+                Err(error) => {
+                    if let Some(reason) = is_lost_history(&error) {
+                        return Err(StreamError::HistoryLost {
+                            stream: self.name.clone(),
+                            reason,
+                        });
+                    }
+                    // The driver already resumed once on a resumable error. Reopen from the last
+                    // change read (not the last checkpoint: those records are already in flight).
+                    let pause = failures.next_delay();
+                    tracing::warn!(stream = %self.name, %error, retry_in_ms = pause.as_millis() as u64, "change stream failed; reopening");
+                    self.health.set(
+                        &self.component(),
+                        ComponentState::Failing(error.to_string()),
+                    );
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    let token = stream.resume_token();
+                    match self.open(token).await {
+                        Ok(reopened) => {
+                            *stream = reopened;
+                            self.health.set(&self.component(), ComponentState::Ready);
+                        }
+                        Err(error) if is_lost_history(&error).is_some() => {
+                            return Err(StreamError::HistoryLost {
+                                stream: self.name.clone(),
+                                reason: error.to_string(),
+                            });
+                        }
+                        Err(error) => {
+                            tracing::warn!(stream = %self.name, %error, "reopening the change stream failed");
+                        }
+                    }
+                }
+            }
+            self.collect_acked().await?;
+            self.save_checkpoint(false).await?;
+        }
+    }
+
+    /// Handles one change event; returns a new stream when the old one was invalidated.
+    async fn handle_event(
+        &mut self,
+        event: ChangeStreamEvent<Document>,
+    ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>, StreamError> {
+        let kind = match event.operation_type {
+            OperationType::Insert => ChangeKind::Insert,
+            OperationType::Update => ChangeKind::Update,
+            OperationType::Replace => ChangeKind::Replace,
+            OperationType::Delete => ChangeKind::Delete,
+            OperationType::Invalidate => {
+                // The collection was dropped or renamed. Keep watching the namespace: a new
+                // collection of the same name streams on from here.
+                tracing::warn!(stream = %self.name, "change stream invalidated (collection dropped or renamed); reopening after it");
+                metrics::invalidated(&self.namespace);
+                self.track(Pending {
+                    token: Some(event.id.clone()),
+                    position: None,
+                    deliveries: Vec::new(),
+                    once_ids: Vec::new(),
+                });
+                let reopened = self
+                    .open(Some(event.id))
+                    .await
+                    .map_err(|e| self.mongo_error(e))?;
+                return Ok(Some(reopened));
+            }
+            other => {
+                // drop, rename, dropDatabase and DDL events carry no document; the invalidate
+                // that follows a drop reopens the stream.
+                tracing::warn!(stream = %self.name, operation = ?other, "non-document change event");
+                self.track(Pending {
+                    token: Some(event.id),
+                    position: None,
+                    deliveries: Vec::new(),
+                    once_ids: Vec::new(),
+                });
+                return Ok(None);
+            }
+        };
+        let position = event
+            .cluster_time
+            .map(|ts| SourcePosition {
+                seconds: ts.time,
+                increment: ts.increment,
+            })
+            .unwrap_or_default();
+        let time_ms = event
+            .wall_time
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_else(|| i64::from(position.seconds) * 1000);
+        let document_id = event
+            .document_key
+            .as_ref()
+            .and_then(|key| key.get("_id"))
+            .or_else(|| event.full_document.as_ref().and_then(|d| d.get("_id")))
+            .cloned()
+            .unwrap_or(Bson::Null);
+        metrics::change_read(&self.namespace, position, time_ms);
+        let change = SourceChange {
+            namespace: self.namespace.clone(),
+            kind,
+            document_id,
+            full_document: event.full_document,
+            position,
+            time_ms,
+        };
+        self.publish_change(change, Some(event.id)).await?;
+        Ok(None)
+    }
+
+    /// Maps `change` and enqueues its records (or its dead letter) as one in-flight entry.
+    async fn publish_change(
+        &mut self,
+        change: SourceChange,
+        token: Option<ResumeToken>,
+    ) -> Result<(), StreamError> {
+        let mut pending = Pending {
+            token,
+            position: Some(change.position),
+            deliveries: Vec::new(),
+            once_ids: Vec::new(),
+        };
+        match self.mapper.map(&change) {
+            Ok(events) => {
+                for event in events {
+                    if event.once_per_id {
+                        if self.already_published(&event.metadata.id).await? {
+                            metrics::deduplicated(&event.topic);
+                            continue;
+                        }
+                        self.published_once.insert(event.metadata.id.clone());
+                        pending.once_ids.push(event.metadata.id.clone());
+                    }
+                    let size = event.payload.as_ref().map_or(0, Vec::len);
+                    let delivery = if size > self.settings.max_event_bytes {
+                        let reason = format!(
+                            "event for topic {} is {size} bytes, more than stream.max_event_bytes ({})",
+                            event.topic, self.settings.max_event_bytes
+                        );
+                        self.dead_letter(&change, &reason).await?
+                    } else {
+                        metrics::published(&event.topic);
+                        self.publisher
+                            .send_event(&event, &self.shutdown)
+                            .await
+                            .map_err(|source| StreamError::Publish {
+                                stream: self.name.clone(),
+                                source: Box::new(source),
+                            })?
+                    };
+                    pending.deliveries.push(delivery);
+                }
+            }
+            Err(error) => {
+                let delivery = self.dead_letter(&change, &error.to_string()).await?;
+                pending.deliveries.push(delivery);
+            }
+        }
+        self.track(pending);
+        while self.in_flight_records >= self.settings.max_in_flight {
+            self.await_oldest().await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        change: &SourceChange,
+        reason: &str,
+    ) -> Result<DeliveryFuture, StreamError> {
+        tracing::warn!(stream = %self.name, reason, "source change sent to the dead-letter topic");
+        metrics::dead_letter(&self.namespace);
+        self.publisher
+            .send_dead_letter(change, operation_name(change.kind), reason, &self.shutdown)
+            .await
+            .map_err(|source| StreamError::Publish {
+                stream: self.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    async fn already_published(&self, id: &str) -> Result<bool, StreamError> {
+        if self.published_once.contains(id) {
+            return Ok(true);
+        }
+        self.store
+            .was_published(id)
+            .await
+            .map_err(|e| self.checkpoint_error(e))
+    }
+
+    fn track(&mut self, pending: Pending) {
+        self.in_flight_records += pending.deliveries.len();
+        self.in_flight.push_back(pending);
+        metrics::in_flight(&self.namespace, self.in_flight_records);
+    }
+
+    /// Checks one delivery outcome. A record the broker refuses as too large is replaced by a
+    /// dead letter (returned, to be awaited in its place); any other failure is fatal.
+    fn check_delivery(
+        &self,
+        outcome: Result<
+            rdkafka::producer::future_producer::OwnedDeliveryResult,
+            futures::channel::oneshot::Canceled,
+        >,
+    ) -> Result<Option<(String, Vec<u8>)>, StreamError> {
+        match outcome {
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                message,
+            ))) => {
+                use rdkafka::message::Message;
+                Ok(Some((
+                    message.topic().to_owned(),
+                    message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                )))
+            }
+            Ok(Err((source, _))) => Err(StreamError::Delivery {
+                stream: self.name.clone(),
+                source: Box::new(source),
+            }),
+            Err(_) => Err(StreamError::Delivery {
+                stream: self.name.clone(),
+                source: Box::new(KafkaError::Canceled),
+            }),
+        }
+    }
+
+    async fn replace_too_large(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<DeliveryFuture, StreamError> {
+        let document = serde_json::from_slice::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|json| mongodb::bson::to_document(&json).ok());
+        let change = SourceChange {
+            namespace: self.namespace.clone(),
+            kind: ChangeKind::Update,
+            document_id: Bson::Null,
+            full_document: document,
+            position: SourcePosition::default(),
+            time_ms: now_ms(),
+        };
+        let reason = format!("kafka refused the event for topic {topic} as too large");
+        self.dead_letter(&change, &reason).await
+    }
+
+    /// Removes acknowledged entries from the front of the queue, waiting for none.
+    async fn collect_acked(&mut self) -> Result<(), StreamError> {
+        while let Some(front) = self.in_flight.front_mut() {
+            let mut outcomes = Vec::new();
+            let mut index = 0;
+            while index < front.deliveries.len() {
+                match (&mut front.deliveries[index]).now_or_never() {
+                    None => index += 1,
+                    Some(outcome) => {
+                        drop(front.deliveries.swap_remove(index));
+                        outcomes.push(outcome);
+                    }
+                }
+            }
+            let front_done = front.deliveries.is_empty();
+            self.in_flight_records -= outcomes.len();
+            for outcome in outcomes {
+                if let Some((topic, payload)) = self.check_delivery(outcome)? {
+                    let replacement = self.replace_too_large(topic, payload).await?;
+                    if let Some(front) = self.in_flight.front_mut() {
+                        front.deliveries.push(replacement);
+                    }
+                    self.in_flight_records += 1;
+                }
+            }
+            let still_waiting = self
+                .in_flight
+                .front()
+                .is_some_and(|f| !f.deliveries.is_empty());
+            if !front_done || still_waiting {
+                break;
+            }
+            if let Some(done) = self.in_flight.pop_front() {
+                self.acknowledge(done);
+            }
+        }
+        metrics::in_flight(&self.namespace, self.in_flight_records);
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, done: Pending) {
+        if let Some(token) = done.token {
+            self.acked.token = Some(token);
+            self.acked.dirty = true;
+        }
+        if done.position.is_some() {
+            self.acked.position = done.position;
+        }
+        self.acked.once_ids.extend(done.once_ids);
+    }
+
+    /// Waits for every record of the oldest entry.
+    async fn await_oldest(&mut self) -> Result<(), StreamError> {
+        let Some(mut front) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        while let Some(delivery) = front.deliveries.pop() {
+            let outcome = delivery.await;
+            self.in_flight_records -= 1;
+            if let Some((topic, payload)) = self.check_delivery(outcome)? {
+                let replacement = self.replace_too_large(topic, payload).await?;
+                front.deliveries.push(replacement);
+                self.in_flight_records += 1;
+            }
+        }
+        self.acknowledge(front);
+        metrics::in_flight(&self.namespace, self.in_flight_records);
+        Ok(())
+    }
+
+    /// Waits for every record in flight (at shutdown).
+    async fn drain(&mut self) -> Result<(), StreamError> {
+        while !self.in_flight.is_empty() {
+            self.await_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Saves the acknowledged token when it changed and the interval passed (or `force`).
+    async fn save_checkpoint(&mut self, force: bool) -> Result<(), StreamError> {
+        metrics::checkpoint_age(&self.namespace, self.last_saved.elapsed());
+        if !self.acked.dirty || (!force && self.last_saved.elapsed() < self.checkpoint_interval) {
+            return Ok(());
+        }
+        let Some(token) = self.acked.token.clone() else {
+            return Ok(());
+        };
+        let once_ids = std::mem::take(&mut self.acked.once_ids);
+        self.store
+            .save(&self.name, &token, self.acked.position, &once_ids)
+            .await
+            .map_err(|e| self.checkpoint_error(e))?;
+        self.acked.dirty = false;
+        self.last_saved = Instant::now();
+        Ok(())
+    }
+}
+
+fn operation_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Snapshot => "snapshot",
+        ChangeKind::Insert => "insert",
+        ChangeKind::Update => "update",
+        ChangeKind::Replace => "replace",
+        ChangeKind::Delete => "delete",
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,201 @@
+//! Publishing to Kafka.
+//!
+//! One idempotent producer (`acks=all`) per process: librdkafka retries transient failures itself
+//! without duplicating or reordering records of a partition, and every record of one aggregate has
+//! the same key, so one customer's or order's events keep their order. `send` only enqueues: it
+//! returns the delivery future the pipeline awaits before it checkpoints past the record. When
+//! librdkafka's local queue is full, `send` waits for room; it never drops a record.
+
+use std::time::Duration;
+
+use mongodb::bson::Document;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use storefront_plumbing::kafka::{self, KafkaSetupError, TracingContext};
+use storefront_plumbing::settings::KafkaSettings;
+use tokio_util::sync::CancellationToken;
+
+use crate::mapping::{OutboundEvent, SourceChange};
+
+/// Header names of dead-letter records.
+pub mod dead_letter_header {
+    /// Why the record could not be published as an event.
+    pub const REASON: &str = "dlq_reason";
+    /// The source collection, `/mongodb/<database>/<collection>`.
+    pub const SOURCE: &str = "dlq_source";
+    /// The source operation (`insert`, `update`, `replace`, `delete`, `snapshot`).
+    pub const OPERATION: &str = "dlq_operation";
+    /// The source change's cluster time as one integer (as `ce_clustertime`).
+    pub const CLUSTER_TIME: &str = "dlq_clustertime";
+}
+
+/// Why a record could not be handed to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer refused the record for a reason that waiting cannot fix.
+    #[error("kafka refused a record for topic {topic}: {source}")]
+    Refused {
+        /// Destination topic.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The process is shutting down while waiting for room in the producer queue.
+    #[error("shutdown while waiting for room in the producer queue")]
+    ShuttingDown,
+}
+
+/// The process's Kafka producer.
+pub struct Publisher {
+    producer: FutureProducer<TracingContext>,
+    dead_letter_topic: String,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// An idempotent producer for `settings`.
+    pub fn new(
+        settings: &KafkaSettings,
+        client_id: &str,
+        dead_letter_topic: &str,
+    ) -> Result<Self, KafkaSetupError> {
+        let mut config = kafka::producer_config(settings, client_id);
+        // Batch for throughput; idempotence keeps order within a partition anyway.
+        config
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "200000");
+        let producer = config
+            .create_with_context(TracingContext)
+            .map_err(KafkaSetupError::Config)?;
+        Ok(Self {
+            producer,
+            dead_letter_topic: dead_letter_topic.to_owned(),
+        })
+    }
+
+    /// Enqueues `event`; the returned future resolves when Kafka acknowledged it (or failed).
+    pub async fn send_event(
+        &self,
+        event: &OutboundEvent,
+        shutdown: &CancellationToken,
+    ) -> Result<DeliveryFuture, PublishError> {
+        let headers = event.metadata.to_headers().into_iter().fold(
+            OwnedHeaders::new(),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            },
+        );
+        self.send(
+            &event.topic,
+            event.key.as_bytes(),
+            event.payload.as_deref(),
+            headers,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Enqueues a dead letter for a source change that could not become events: the raw document
+    /// (relaxed extended JSON) keyed by its `_id`, with the reason and origin as headers.
+    pub async fn send_dead_letter(
+        &self,
+        change: &SourceChange,
+        operation: &str,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<DeliveryFuture, PublishError> {
+        let document = change.full_document.clone().unwrap_or_else(|| {
+            let mut key = Document::new();
+            key.insert("_id", change.document_id.clone());
+            key
+        });
+        let body = mongodb::bson::Bson::Document(document)
+            .into_relaxed_extjson()
+            .to_string();
+        let key = change
+            .document_id
+            .clone()
+            .into_relaxed_extjson()
+            .to_string();
+        let source = format!(
+            "/mongodb/{}/{}",
+            change.namespace.database, change.namespace.collection
+        );
+        let cluster_time = change.position.as_u64().to_string();
+        let headers = [
+            (dead_letter_header::REASON, reason),
+            (dead_letter_header::SOURCE, source.as_str()),
+            (dead_letter_header::OPERATION, operation),
+            (dead_letter_header::CLUSTER_TIME, cluster_time.as_str()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        });
+        let topic = self.dead_letter_topic.clone();
+        self.send(
+            &topic,
+            key.as_bytes(),
+            Some(body.as_bytes()),
+            headers,
+            shutdown,
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+        shutdown: &CancellationToken,
+    ) -> Result<DeliveryFuture, PublishError> {
+        let mut record = FutureRecord::to(topic).key(key).headers(headers);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    // librdkafka drains its queue on its own threads; wait a moment for room.
+                    // Backpressure, never a drop.
+                    record = returned;
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(PublishError::ShuttingDown),
+                        () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    }
+                }
+                Err((source, _)) => {
+                    return Err(PublishError::Refused {
+                        topic: topic.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits until every enqueued record is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(timeout)
+    }
+}

@@ -1,0 +1,491 @@
+//! The connector end to end on the local stack: MongoDB changes in, domain events in Kafka out.
+//! Each test gets its own databases, topics and checkpoint store, and runs the connector
+//! in-process (or as a child process for `kill -9`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use cdc_connector::RunningConnector;
+use cdc_connector::config::{CheckpointSettings, ConnectorConfig, SnapshotMode, StreamSettings};
+use mongodb::Collection;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Document, doc};
+use storefront_plumbing::settings::HttpSettings;
+use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
+use storefront_tests::{Daemon, Record, TopicReader, free_port, stack, unique, until_healthy};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn test_config() -> ConnectorConfig {
+    ConnectorConfig {
+        mongo: stack().mongo_settings(),
+        kafka: stack().kafka_settings(),
+        http: HttpSettings::on_port(0),
+        sources: StorefrontNamespaces {
+            accounts: Namespace::new(unique("accounts"), "customer.accounts"),
+            orders: Namespace::new(unique("orders"), "customer.orders"),
+            fulfillment: Namespace::new(unique("fulfillment"), "fulfillment.requests"),
+        },
+        topics: StorefrontTopics {
+            customer_change: unique("customer"),
+            fulfillment_request: unique("fulfill"),
+            order_status_change: unique("status"),
+        },
+        stream: StreamSettings {
+            idle_poll_max_ms: 50,
+            dead_letter_topic: unique("dead"),
+            ..StreamSettings::default()
+        },
+        checkpoints: CheckpointSettings {
+            database: unique("cdc_state"),
+            interval_ms: 50,
+            ..CheckpointSettings::default()
+        },
+        ..ConnectorConfig::default()
+    }
+}
+
+struct Running {
+    connector: RunningConnector,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(config: &ConnectorConfig) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connector = cdc_connector::start(config.clone(), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    until_healthy(connector.http_addr).await;
+    Running { connector, stop }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(DEADLINE, self.connector.wait())
+            .await
+            .expect("stops before the deadline")
+            .unwrap();
+    }
+}
+
+async fn collection(namespace: &Namespace) -> Collection<Document> {
+    stack()
+        .mongo_client()
+        .await
+        .database(&namespace.database)
+        .collection(&namespace.collection)
+}
+
+fn customer(id: ObjectId, first_name: &str) -> Document {
+    doc! {
+        "_id": id,
+        "name": { "title": "Ms", "firstName": first_name, "lastName": "Lovelace" },
+        "contact": { "primaryPhone": "555-0100", "email": format!("{first_name}@example.com") },
+        "addresses": [{
+            "type": "SHIPPING", "description": "home", "address1": "1 Main St",
+            "city": "London", "state": "LDN", "postalCode": "N1"
+        }],
+        "creditCards": [{
+            "type": "PRIMARY", "description": "visa", "number": "4111111111111111",
+            "expiration": "12/30", "nameOnCard": "A Lovelace"
+        }],
+    }
+}
+
+fn status(kind: &str, timestamp: i64) -> Document {
+    doc! { "timestamp": timestamp, "orderStatusType": kind }
+}
+
+fn order(guid: &str, statuses: Vec<Document>) -> Document {
+    doc! {
+        "guid": guid,
+        "orderStatusEvents": statuses,
+        "orderItems": [{
+            "product": { "guid": "p-1", "title": "Lamp", "description": "A lamp", "price": 19.5 },
+            "quantity": 2
+        }],
+    }
+}
+
+fn keys(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.key.clone().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn customer_changes_become_events_and_a_delete_becomes_a_tombstone() {
+    let config = test_config();
+    let connector = start(&config).await;
+    let customers = collection(&config.sources.accounts).await;
+    let id = ObjectId::new();
+    customers.insert_one(customer(id, "Ada")).await.unwrap();
+    customers
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "name.firstName": "Augusta" } },
+        )
+        .await
+        .unwrap();
+    customers
+        .replace_one(doc! { "_id": id }, customer(id, "Countess"))
+        .await
+        .unwrap();
+    customers.delete_one(doc! { "_id": id }).await.unwrap();
+
+    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
+    let records = reader
+        .read_until(DEADLINE, "4 customer records", |r| r.len() >= 4)
+        .await
+        .to_vec();
+    connector.stop().await;
+
+    assert_eq!(keys(&records), vec![id.to_hex(); 4], "keyed by customer id");
+    let first_names: Vec<String> = records[..3]
+        .iter()
+        .map(|r| r.json()["name"]["firstName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(first_names, ["Ada", "Augusta", "Countess"]);
+    for record in &records[..3] {
+        let text = String::from_utf8(record.payload.clone().unwrap()).unwrap();
+        assert!(
+            !text.contains("creditCards") && !text.contains("4111"),
+            "{text}"
+        );
+        assert_eq!(record.json()["id"], id.to_hex());
+        assert_eq!(record.header("ce_type"), "storefront.customer.changed");
+    }
+    assert_eq!(records[3].payload, None, "a delete is a tombstone");
+    assert_eq!(records[3].header("ce_type"), "storefront.customer.deleted");
+    let positions: Vec<u64> = records
+        .iter()
+        .map(|r| r.header("ce_clustertime").parse().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let ids: BTreeSet<&str> = records.iter().map(|r| r.header("ce_id")).collect();
+    assert_eq!(ids.len(), 4, "every change has its own event id");
+}
+
+#[tokio::test]
+async fn an_approved_order_requests_fulfillment_exactly_once() {
+    let config = test_config();
+    let connector = start(&config).await;
+    let orders = collection(&config.sources.orders).await;
+    let id = ObjectId::new();
+    let mut document = customer(id, "Ada");
+    document.remove("creditCards");
+    document.insert(
+        "orders",
+        vec![order("order-1", vec![status("CREATED", 1000)])],
+    );
+    orders.insert_one(document).await.unwrap();
+    // Approval by a partial update, as the Orders app's $push would do it.
+    orders
+        .update_one(
+            doc! { "_id": id, "orders.guid": "order-1" },
+            doc! { "$push": { "orders.$.orderStatusEvents": status("APPROVED", 2000) } },
+        )
+        .await
+        .unwrap();
+    // Unrelated change while the order is approved: no second request.
+    orders
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "contact.email": "new@example.com" } },
+        )
+        .await
+        .unwrap();
+    // The projector adding PROCESSING: no request either (no loop).
+    orders
+        .update_one(
+            doc! { "_id": id, "orders.guid": "order-1" },
+            doc! { "$push": { "orders.$.orderStatusEvents": status("PROCESSING", 3000) } },
+        )
+        .await
+        .unwrap();
+    // A second order approved by a whole-document replace (a Spring save) is the sentinel: once
+    // it arrives, everything before it has been processed.
+    let mut replaced = customer(id, "Ada");
+    replaced.remove("creditCards");
+    replaced.insert(
+        "orders",
+        vec![
+            order(
+                "order-1",
+                vec![
+                    status("CREATED", 1000),
+                    status("APPROVED", 2000),
+                    status("PROCESSING", 3000),
+                ],
+            ),
+            order(
+                "order-2",
+                vec![status("CREATED", 4000), status("APPROVED", 5000)],
+            ),
+        ],
+    );
+    orders
+        .replace_one(doc! { "_id": id }, replaced)
+        .await
+        .unwrap();
+
+    let mut reader = TopicReader::new(&[&config.topics.fulfillment_request]);
+    let records = reader
+        .read_until(DEADLINE, "the sentinel request", |r| {
+            r.iter().any(|r| r.key.as_deref() == Some("order-2"))
+        })
+        .await
+        .to_vec();
+    connector.stop().await;
+
+    assert_eq!(keys(&records), ["order-1", "order-2"]);
+    let request = records[0].json();
+    assert_eq!(request["order"]["guid"], "order-1");
+    assert_eq!(request["address"]["type"], "SHIPPING");
+    assert_eq!(request["name"]["firstName"], "Ada");
+    assert_eq!(
+        records[0].header("ce_type"),
+        "storefront.order.fulfillment-requested"
+    );
+}
+
+#[tokio::test]
+async fn fulfillment_status_changes_are_published_but_new_requests_are_not() {
+    let config = test_config();
+    let connector = start(&config).await;
+    let requests = collection(&config.sources.fulfillment).await;
+    let mut request = customer(ObjectId::new(), "Ada");
+    request.remove("creditCards");
+    let address = request.get_array("addresses").unwrap()[0].clone();
+    request.remove("addresses");
+    request.insert("address", address);
+    request.insert("timestamp", 1000_i64);
+    request.insert("order", order("order-9", vec![status("APPROVED", 1000)]));
+    let inserted = requests.insert_one(request).await.unwrap().inserted_id;
+    for (kind, at) in [("PROCESSING", 2000), ("SHIPPED", 3000)] {
+        requests
+            .update_one(
+                doc! { "_id": inserted.clone() },
+                doc! { "$push": { "order.orderStatusEvents": status(kind, at) } },
+            )
+            .await
+            .unwrap();
+    }
+
+    let mut reader = TopicReader::new(&[&config.topics.order_status_change]);
+    let records = reader
+        .read_until(DEADLINE, "the SHIPPED status", |r| {
+            r.iter()
+                .any(|r| r.json()["orderStatusEvent"]["orderStatusType"] == "SHIPPED")
+        })
+        .await
+        .to_vec();
+    connector.stop().await;
+    let kinds: Vec<String> = records
+        .iter()
+        .map(|r| {
+            r.json()["orderStatusEvent"]["orderStatusType"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["PROCESSING", "SHIPPED"],
+        "the APPROVED request itself emits nothing"
+    );
+    assert_eq!(keys(&records), ["order-9", "order-9"]);
+}
+
+#[tokio::test]
+async fn existing_documents_are_snapshotted_then_streamed_without_a_gap() {
+    let config = test_config();
+    let customers = collection(&config.sources.accounts).await;
+    let before: Vec<ObjectId> = (0..25).map(|_| ObjectId::new()).collect();
+    customers
+        .insert_many(before.iter().map(|id| customer(*id, "Before")))
+        .await
+        .unwrap();
+    let connector = start(&config).await;
+    let after: Vec<ObjectId> = (0..25).map(|_| ObjectId::new()).collect();
+    customers
+        .insert_many(after.iter().map(|id| customer(*id, "After")))
+        .await
+        .unwrap();
+    let expected: BTreeSet<String> = before.iter().chain(&after).map(|id| id.to_hex()).collect();
+    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
+    reader
+        .read_until(DEADLINE, "every customer", |r| {
+            expected.is_subset(&keys(r).into_iter().collect())
+        })
+        .await;
+    connector.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_the_checkpoint_without_gaps() {
+    let mut config = test_config();
+    config.stream.snapshot = SnapshotMode::Initial;
+    let customers = collection(&config.sources.accounts).await;
+    let connector = start(&config).await;
+    let first: Vec<ObjectId> = (0..20).map(|_| ObjectId::new()).collect();
+    customers
+        .insert_many(first.iter().map(|id| customer(*id, "First")))
+        .await
+        .unwrap();
+    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
+    let first_keys: BTreeSet<String> = first.iter().map(|id| id.to_hex()).collect();
+    reader
+        .read_until(DEADLINE, "the first batch", |r| {
+            first_keys.is_subset(&keys(r).into_iter().collect())
+        })
+        .await;
+    connector.stop().await;
+
+    // Written while the connector is down.
+    let second: Vec<ObjectId> = (0..20).map(|_| ObjectId::new()).collect();
+    customers
+        .insert_many(second.iter().map(|id| customer(*id, "Second")))
+        .await
+        .unwrap();
+    let connector = start(&config).await;
+    let second_keys: BTreeSet<String> = second.iter().map(|id| id.to_hex()).collect();
+    let records = reader
+        .read_until(DEADLINE, "the second batch", |r| {
+            second_keys.is_subset(&keys(r).into_iter().collect())
+        })
+        .await
+        .to_vec();
+    connector.stop().await;
+    // Resumed, not snapshotted again: the first batch was not published a second time.
+    let per_key = records
+        .iter()
+        .fold(BTreeMap::<String, usize>::new(), |mut counts, r| {
+            *counts.entry(r.key.clone().unwrap()).or_default() += 1;
+            counts
+        });
+    assert!(per_key.values().all(|n| *n == 1), "{per_key:?}");
+}
+
+#[tokio::test]
+async fn bad_documents_go_to_the_dead_letter_topic_while_good_ones_flow() {
+    let config = test_config();
+    let connector = start(&config).await;
+    let customers = collection(&config.sources.accounts).await;
+    let bad = ObjectId::new();
+    let mut nameless = customer(bad, "Nobody");
+    nameless.remove("name");
+    customers.insert_one(nameless).await.unwrap();
+    let good = ObjectId::new();
+    customers.insert_one(customer(good, "Good")).await.unwrap();
+
+    let mut events = TopicReader::new(&[&config.topics.customer_change]);
+    let published = events
+        .read_until(DEADLINE, "the good customer", |r| !r.is_empty())
+        .await
+        .to_vec();
+    let mut dead = TopicReader::new(&[&config.stream.dead_letter_topic]);
+    let letters = dead
+        .read_until(DEADLINE, "the dead letter", |r| !r.is_empty())
+        .await
+        .to_vec();
+    connector.stop().await;
+
+    assert_eq!(keys(&published), [good.to_hex()]);
+    let letter = &letters[0];
+    assert!(
+        letter.header("dlq_reason").contains("name"),
+        "{:?}",
+        letter.headers
+    );
+    assert_eq!(
+        letter.header("dlq_source"),
+        format!(
+            "/mongodb/{}/customer.accounts",
+            config.sources.accounts.database
+        )
+    );
+    let raw = letter.json();
+    assert_eq!(raw["_id"]["$oid"], bad.to_hex(), "the raw document is kept");
+    assert_eq!(raw["contact"]["email"], "Nobody@example.com");
+}
+
+/// `kill -9` of the connector process in the middle of a burst of 10,000 changes loses none:
+/// after a restart every change is in Kafka, and a change published twice carries the same id.
+#[tokio::test]
+async fn kill_9_during_a_burst_loses_no_change() {
+    const BURST: usize = 10_000;
+    let config = test_config();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("connector.toml");
+    let mut file_config = config.clone();
+    file_config.http = HttpSettings::on_port(free_port());
+    file_config.log.filter = "warn".into();
+    std::fs::write(&config_path, toml::to_string(&file_config).unwrap()).unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_cdc-connector"));
+    let args = ["--config", config_path.to_str().unwrap(), "run"];
+
+    let mut daemon = Daemon::spawn(binary, &args);
+    until_healthy(file_config.http.listen).await;
+    let customers = collection(&config.sources.accounts).await;
+    let ids: Vec<ObjectId> = (0..BURST).map(|_| ObjectId::new()).collect();
+    let writer = {
+        let customers = customers.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            for chunk in ids.chunks(500) {
+                customers
+                    .insert_many(chunk.iter().map(|id| customer(*id, "Burst")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
+    reader
+        .read_until(DEADLINE, "part of the burst", |r| r.len() >= BURST / 5)
+        .await;
+    daemon.signal("KILL");
+    daemon.exit_status().await;
+    writer.await.unwrap();
+
+    let mut daemon = Daemon::spawn(binary, &args);
+    let expected: BTreeSet<String> = ids.iter().map(|id| id.to_hex()).collect();
+    let records = reader
+        .read_until(Duration::from_secs(180), "every change of the burst", |r| {
+            expected.is_subset(&keys(r).into_iter().collect())
+        })
+        .await
+        .to_vec();
+    daemon.signal("TERM");
+    assert!(daemon.exit_status().await.success());
+
+    // Inserts only: one change per key, so every record of a key must carry one event id.
+    let mut ids_per_key: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in &records {
+        ids_per_key
+            .entry(record.key.clone().unwrap())
+            .or_default()
+            .insert(record.header("ce_id").to_owned());
+    }
+    assert_eq!(ids_per_key.len(), BURST);
+    let inconsistent: Vec<_> = ids_per_key
+        .iter()
+        .filter(|(_, ids)| ids.len() != 1)
+        .collect();
+    assert!(
+        inconsistent.is_empty(),
+        "duplicates with different ids: {inconsistent:?}"
+    );
+    eprintln!(
+        "kill -9 test: {} records for {BURST} changes ({} duplicates)",
+        records.len(),
+        records.len() - BURST
+    );
+}

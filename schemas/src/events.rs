@@ -1,0 +1,161 @@
+//! Event payloads: the JSON bodies of the records on the event topics.
+//!
+//! Field names are the original services', so a consumer written for the original topics reads
+//! ours; fields may be added, never renamed or removed (`shared/design/domain.md`). Metadata
+//! (id, type, position) travels in headers, see [`crate::metadata`].
+//!
+//! Guarantees:
+//! - **Deterministic bytes.** [`EventPayload::to_json`] writes fields in declaration order with no
+//!   maps and no floating-point formatting choices left open, so equal payloads give equal bytes
+//!   on every run.
+//! - **No card data, structurally.** [`CustomerChangeEvent`] has no field that could hold a credit
+//!   card, and is built from a [`Customer`] by picking fields, never by copying the document.
+//! - **Described.** Each payload has a JSON Schema generated from these types
+//!   ([`json_schemas`]), checked in under `schemas/json/` and tested for drift.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::documents::{Address, Contact, Customer, CustomerOrders, Name, Order, OrderStatusEvent};
+use crate::metadata::EventType;
+
+/// A payload of one event type.
+pub trait EventPayload: Serialize + DeserializeOwned + JsonSchema {
+    /// The event's name, also its schema file's stem (`<NAME>.schema.json`).
+    const NAME: &'static str;
+    /// The event type records of this payload carry.
+    const EVENT_TYPE: EventType;
+
+    /// The record body: compact JSON.
+    fn to_json(&self) -> Vec<u8> {
+        // Serialising these types cannot fail: every map key is a string and every number
+        // finite (`Price` refuses NaN and infinities when read).
+        serde_json::to_vec(self).expect("event payloads always serialise")
+    }
+
+    /// Reads a record body. Unknown fields are ignored (fields may be added to the contract).
+    fn from_json(body: &[u8]) -> Result<Self, PayloadError> {
+        serde_json::from_slice(body).map_err(|e| PayloadError {
+            event: Self::NAME,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A record body that is not a valid payload of the expected event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid {event}: {reason}")]
+pub struct PayloadError {
+    /// The expected event's name.
+    pub event: &'static str,
+    /// What is wrong (with line and column).
+    pub reason: String,
+}
+
+/// A customer was inserted, updated or replaced (`accounts.customer.change`, keyed by `id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerChangeEvent {
+    /// The customer id: the ObjectId as 24 hex digits.
+    pub id: String,
+    /// Name.
+    pub name: Name,
+    /// Contact details.
+    pub contact: Contact,
+    /// Addresses.
+    pub addresses: Vec<Address>,
+}
+
+impl CustomerChangeEvent {
+    /// The public part of `customer`: everything but its credit cards.
+    pub fn from_customer(customer: &Customer) -> Self {
+        Self {
+            id: customer.id.to_hex(),
+            name: customer.name.clone(),
+            contact: customer.contact.clone(),
+            addresses: customer.addresses.clone(),
+        }
+    }
+}
+
+impl EventPayload for CustomerChangeEvent {
+    const NAME: &'static str = "CustomerChangeEvent";
+    const EVENT_TYPE: EventType = EventType::CustomerChanged;
+}
+
+/// An order reached APPROVED and should be fulfilled (`orders.order.fulfill`, keyed by the order
+/// guid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FulfillmentRequestEvent {
+    /// When the order was approved (its APPROVED status event), epoch milliseconds.
+    pub timestamp: i64,
+    /// Customer name.
+    pub name: Name,
+    /// Customer contact details.
+    pub contact: Contact,
+    /// Where to ship: the customer's first SHIPPING address.
+    pub address: Address,
+    /// The approved order.
+    pub order: Order,
+    /// The customer id (ObjectId hex). Added by this pipeline; absent in the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+}
+
+impl FulfillmentRequestEvent {
+    /// The request for `order` of `customer`, approved by `approved`, shipped to `address`.
+    pub fn new(
+        customer: &CustomerOrders,
+        order: &Order,
+        approved: &OrderStatusEvent,
+        address: &Address,
+    ) -> Self {
+        Self {
+            timestamp: approved.timestamp,
+            name: customer.name.clone(),
+            contact: customer.contact.clone(),
+            address: address.clone(),
+            order: order.clone(),
+            customer_id: Some(customer.id.to_hex()),
+        }
+    }
+}
+
+impl EventPayload for FulfillmentRequestEvent {
+    const NAME: &'static str = "FulfillmentRequestEvent";
+    const EVENT_TYPE: EventType = EventType::FulfillmentRequested;
+}
+
+/// A fulfillment's status changed to anything but APPROVED (`fulfillment.order.change`, keyed by
+/// `guid`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderStatusChangeEvent {
+    /// The order guid.
+    pub guid: String,
+    /// The new status.
+    pub order_status_event: OrderStatusEvent,
+}
+
+impl EventPayload for OrderStatusChangeEvent {
+    const NAME: &'static str = "OrderStatusChangeEvent";
+    const EVENT_TYPE: EventType = EventType::OrderStatusChanged;
+}
+
+/// Every payload's JSON Schema as `(file name, pretty JSON with a final newline)`, in a fixed
+/// order. These are the contents of `schemas/json/`.
+pub fn json_schemas() -> Vec<(String, String)> {
+    fn one<T: EventPayload>() -> (String, String) {
+        let schema = schemars::schema_for!(T);
+        // A schema is a JSON value; writing one cannot fail.
+        let text = serde_json::to_string_pretty(&schema).expect("schemas always serialise");
+        (format!("{}.schema.json", T::NAME), text + "\n")
+    }
+    vec![
+        one::<CustomerChangeEvent>(),
+        one::<FulfillmentRequestEvent>(),
+        one::<OrderStatusChangeEvent>(),
+    ]
+}
