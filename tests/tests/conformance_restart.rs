@@ -1,0 +1,133 @@
+//! Change-stream conformance across a server restart: "Resume a Change Stream"
+//! (<https://www.mongodb.com/docs/manual/changeStreams/#resume-a-change-stream>) says a resume
+//! token resumes the stream as long as the oplog still holds the token's event; on a replica set
+//! that survives a restart of the server. The connector's checkpoints rely on it.
+//!
+//! In its own test binary because restarting the server disturbs tests running in parallel.
+//! Against an external MongoDB (`STOREFRONT_TEST_MONGO_URI`) the tests cannot restart it and
+//! say so; the rest of the suite (`conformance.rs`) still runs there.
+
+use std::time::Duration;
+
+use mongodb::Collection;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
+use mongodb::options::FullDocumentType;
+use storefront_tests::{eventually, stack, unique};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+type Event = ChangeStreamEvent<Document>;
+
+/// Reads the next `count` events, polling with `next_if_any` (the test server's getMore never
+/// blocks, so a plain `next` would spin).
+async fn next_n(stream: &mut ChangeStream<Event>, count: usize) -> Vec<Event> {
+    let mut events = Vec::with_capacity(count);
+    eventually(DEADLINE, &format!("{count} change events"), async || {
+        while events.len() < count {
+            let next = stream.next_if_any().await.expect("change stream failed");
+            events.push(next?);
+        }
+        Some(())
+    })
+    .await;
+    events
+}
+
+fn key_id(event: &Event) -> i32 {
+    event
+        .document_key
+        .as_ref()
+        .and_then(|k| k.get_i32("_id").ok())
+        .unwrap_or(-1)
+}
+
+/// One scenario, so the server restarts once: a stream on a dotted collection that was dropped
+/// and re-created before, with updateLookup; a token kept from before the restart resumes
+/// exactly after it (events written before and after the restart, none twice); an open stream
+/// resumes by itself across the restart; cluster times keep growing.
+#[tokio::test]
+async fn a_token_from_before_a_restart_resumes_exactly() {
+    if !stack().local_mongo {
+        eprintln!("skipped: STOREFRONT_TEST_MONGO_URI names an external MongoDB we cannot restart");
+        return;
+    }
+    let database = unique("conformance_restart");
+    let client = stack().mongo_client().await;
+    let coll: Collection<Document> = client.database(&database).collection("customer.accounts");
+    coll.insert_one(doc! { "_id": 0 }).await.unwrap();
+    coll.drop().await.unwrap(); // an earlier drop must not make the resume invalidate
+
+    let mut open_stream = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .await
+        .unwrap();
+    for id in 1..=2 {
+        coll.insert_one(doc! { "_id": id, "v": 0 }).await.unwrap();
+    }
+    let before = next_n(&mut open_stream, 2).await;
+    let token = before[1].id.clone();
+    let time_before = before[1].cluster_time.expect("clusterTime");
+    // Written before the restart, after the token: must come after resuming.
+    coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 1 } })
+        .await
+        .unwrap();
+    coll.delete_one(doc! { "_id": 2 }).await.unwrap();
+
+    stack().restart_mongo();
+
+    assert_eq!(
+        coll.count_documents(doc! {}).await.unwrap(),
+        1,
+        "data kept across the restart"
+    );
+    coll.insert_one(doc! { "_id": 3 }).await.unwrap();
+
+    let mut resumed = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .resume_after(token)
+        .await
+        .unwrap();
+    let events = next_n(&mut resumed, 3).await;
+    let seen: Vec<(OperationType, i32)> = events
+        .iter()
+        .map(|e| (e.operation_type.clone(), key_id(e)))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (OperationType::Update, 1),
+            (OperationType::Delete, 2),
+            (OperationType::Insert, 3)
+        ]
+    );
+    assert_eq!(
+        events[0].full_document,
+        Some(doc! { "_id": 1, "v": 1 }),
+        "updateLookup after the restart"
+    );
+    let time_after = events[2].cluster_time.expect("clusterTime");
+    assert!(
+        time_after > time_before,
+        "cluster time keeps growing across the restart: {time_before:?} then {time_after:?}"
+    );
+
+    // The stream that was open during the restart: its next read fails on the dead connection,
+    // the driver resumes from its last token, and it delivers the same events.
+    let survived = next_n(&mut open_stream, 3).await;
+    assert_eq!(
+        survived.iter().map(key_id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(
+        survived[0]
+            .update_description
+            .as_ref()
+            .is_some_and(|d| d.updated_fields.get("v") == Some(&Bson::Int32(1))),
+        "{:?}",
+        survived[0]
+    );
+}
