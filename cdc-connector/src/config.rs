@@ -67,6 +67,25 @@ pub struct StreamSettings {
     pub max_event_bytes: usize,
     /// Topic for source documents that cannot be mapped or published, with the reason.
     pub dead_letter_topic: String,
+    /// Which document an update event carries: `post_image` (the document exactly as that
+    /// update left it; needs MongoDB 6.0+ with `changeStreamPreAndPostImages` enabled on the
+    /// collection) or `lookup` (the document as it is when the event is read: a later change can
+    /// hide an intermediate state, such as a status that lasted a moment).
+    pub full_document: FullDocumentMode,
+    /// With `post_image`: enable `changeStreamPreAndPostImages` on each watched collection at
+    /// start (creating the collection if missing). Needs the `collMod` privilege; turn it off
+    /// when an administrator enables the option instead.
+    pub enable_post_images: bool,
+}
+
+/// Which document an update event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullDocumentMode {
+    /// The post-image recorded with the change (`fullDocument: required`).
+    PostImage,
+    /// The current document, looked up when the event is read (`fullDocument: updateLookup`).
+    Lookup,
 }
 
 impl Default for StreamSettings {
@@ -78,6 +97,8 @@ impl Default for StreamSettings {
             idle_poll_max_ms: 500,
             max_event_bytes: 1_000_000,
             dead_letter_topic: "storefront-cdc.connector.dead-letter".to_owned(),
+            full_document: FullDocumentMode::PostImage,
+            enable_post_images: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`mapping`]: source changes to domain events (pure; one module per source collection).
 //! - [`pipeline`]: one change stream to Kafka: snapshot, stream, in-order acknowledgement,
 //!   checkpoints, dead letters (its module doc states the delivery guarantees).
+//! - [`source`]: reads one change stream in its own task, ahead of the pipeline.
 //! - [`publisher`]: the idempotent Kafka producer and dead-letter records.
 //! - [`checkpoint`]: resume tokens and the once-per-id ledger, stored in MongoDB.
 //! - [`metrics`]: the connector's metrics.
@@ -25,6 +26,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod publisher;
+pub mod source;
 
 use std::future::Future;
 use std::sync::Arc;

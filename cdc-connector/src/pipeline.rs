@@ -39,22 +39,20 @@ use futures::FutureExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
-use mongodb::error::ErrorKind;
-use mongodb::options::FullDocumentType;
 use mongodb::{Client, Collection};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::DeliveryFuture;
-use storefront_plumbing::retry::Backoff;
 use storefront_plumbing::telemetry::{ComponentState, Health};
 use storefront_schemas::metadata::SourcePosition;
 use storefront_schemas::topology::Namespace;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{LostHistoryPolicy, SnapshotMode, StreamSettings};
+use crate::config::{FullDocumentMode, LostHistoryPolicy, SnapshotMode, StreamSettings};
 use crate::mapping::{ChangeKind, ChangeMapper, SourceChange};
-use crate::metrics;
+use crate::metrics::StreamMetrics;
 use crate::publisher::{PublishError, Publisher};
+use crate::source::{self, SourceError, SourceMessage, lost_history_reason};
 
 /// Why a stream stopped.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +69,15 @@ pub enum StreamError {
         stream: String,
         /// The server's words.
         reason: String,
+    },
+    /// Reading the stream failed for good.
+    #[error("stream {stream}: {source}")]
+    Source {
+        /// The stream's name.
+        stream: String,
+        /// What failed.
+        #[source]
+        source: SourceError,
     },
     /// MongoDB failed in a way retrying did not fix.
     #[error("stream {stream}: mongodb: {source}")]
@@ -108,19 +115,6 @@ pub enum StreamError {
         #[source]
         source: Box<CheckpointError>,
     },
-}
-
-/// Server error codes meaning the resume point is gone: ChangeStreamFatalError (280),
-/// ChangeStreamHistoryLost (286), CappedPositionLost (136).
-const LOST_HISTORY_CODES: [i32; 3] = [280, 286, 136];
-
-fn is_lost_history(error: &mongodb::error::Error) -> Option<String> {
-    match error.kind.as_ref() {
-        ErrorKind::Command(command) if LOST_HISTORY_CODES.contains(&command.code) => {
-            Some(format!("{} ({})", command.message, command.code))
-        }
-        _ => None,
-    }
 }
 
 /// Records of one source change, in the in-flight queue until Kafka acknowledged all of them.
@@ -161,6 +155,7 @@ pub struct StreamPipeline {
     /// Once-per-id events published by this process (acknowledged or not), so a quick second
     /// change revealing the same fact is dropped before the ledger knows it.
     published_once: HashSet<String>,
+    metrics: StreamMetrics,
 }
 
 impl std::fmt::Debug for StreamPipeline {
@@ -214,7 +209,6 @@ impl StreamPipeline {
             .collection(&namespace.collection);
         Self {
             name: namespace.to_string(),
-            namespace,
             collection,
             client: context.client,
             mapper: context.mapper,
@@ -229,6 +223,8 @@ impl StreamPipeline {
             acked: Acked::default(),
             last_saved: Instant::now(),
             published_once: HashSet::new(),
+            metrics: StreamMetrics::new(&namespace),
+            namespace,
         }
     }
 
@@ -264,6 +260,13 @@ impl StreamPipeline {
     }
 
     async fn stream(&mut self) -> Result<(), StreamError> {
+        if self.settings.full_document == FullDocumentMode::PostImage
+            && self.settings.enable_post_images
+        {
+            source::enable_post_images(&self.collection)
+                .await
+                .map_err(|e| self.mongo_error(e))?;
+        }
         let checkpoint = self
             .store
             .load(&self.name)
@@ -289,36 +292,27 @@ impl StreamPipeline {
                 Some(self.open(None).await.map_err(|e| self.mongo_error(e))?)
             }
         };
-        if let Some(mut stream) = stream {
+        if let Some(stream) = stream {
             self.health.set(&self.component(), ComponentState::Ready);
-            self.follow(&mut stream).await?;
+            self.follow(stream).await?;
         }
         // Shut down (possibly mid-snapshot): deliver what is in flight, then save what it covers.
         self.drain().await?;
         self.save_checkpoint(true).await
     }
 
-    /// Opens the change stream: after `token` when given, else at the current time.
     async fn open(
         &self,
         token: Option<ResumeToken>,
     ) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
-        let watch = self
-            .collection
-            .watch()
-            .full_document(FullDocumentType::UpdateLookup);
-        match token {
-            // startAfter (not resumeAfter) also accepts the token of an invalidate event.
-            Some(token) => watch.start_after(token).await,
-            None => watch.await,
-        }
+        source::open(&self.collection, self.settings.full_document, token).await
     }
 
     async fn on_open_failure(
         &mut self,
         error: mongodb::error::Error,
     ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>, StreamError> {
-        let Some(reason) = is_lost_history(&error) else {
+        let Some(reason) = lost_history_reason(&error) else {
             return Err(self.mongo_error(error));
         };
         match self.settings.on_lost_history {
@@ -331,7 +325,7 @@ impl StreamPipeline {
             }
             LostHistoryPolicy::Resnapshot => {
                 tracing::warn!(stream = %self.name, %reason, "resume token no longer accepted; snapshotting the collection again");
-                metrics::history_lost(&self.namespace);
+                self.metrics.history_lost();
                 self.open_and_snapshot().await
             }
         }
@@ -408,7 +402,7 @@ impl StreamPipeline {
             };
             self.publish_change(change, None).await?;
             done += 1;
-            metrics::snapshot_progress(&self.namespace, done, total);
+            self.metrics.snapshot_progress(done, total);
             if last_report.elapsed() >= Duration::from_secs(2) {
                 last_report = Instant::now();
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -421,128 +415,97 @@ impl StreamPipeline {
         Ok(true)
     }
 
-    /// Reads the stream until shutdown.
+    /// Publishes what the reader task reads from `stream`, until shutdown.
     async fn follow(
         &mut self,
-        stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
+        stream: ChangeStream<ChangeStreamEvent<Document>>,
     ) -> Result<(), StreamError> {
-        let idle_max = Duration::from_millis(self.settings.idle_poll_max_ms);
-        let mut idle = Backoff::new(Duration::from_millis(5), idle_max);
-        let mut failures = Backoff::default();
-        loop {
-            if self.shutdown.is_cancelled() {
-                return Ok(());
-            }
-            let polled = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                polled = stream.next_if_any() => polled,
-            };
-            match polled {
-                Ok(Some(event)) => {
-                    idle.reset();
-                    failures.reset();
-                    if let Some(reopened) = self.handle_event(event).await? {
-                        *stream = reopened;
-                    }
+        // Room for a few server batches: enough to overlap reading with publishing, small enough
+        // to bound memory (the in-flight limit bounds what is past this channel).
+        let (sink, mut messages) = tokio::sync::mpsc::channel(2_048);
+        let reader = tokio::spawn(source::read(
+            self.name.clone(),
+            self.collection.clone(),
+            self.settings.full_document,
+            stream,
+            sink,
+            Duration::from_millis(self.settings.idle_poll_max_ms),
+            self.shutdown.clone(),
+        ));
+        // Acknowledgements arrive while the stream is quiet too; look at them regularly.
+        let mut tick =
+            tokio::time::interval(self.checkpoint_interval.min(Duration::from_millis(200)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            let message = tokio::select! {
+                () = self.shutdown.cancelled() => break Ok(()),
+                _ = tick.tick() => {
+                    self.collect_acked().await?;
+                    self.save_checkpoint(false).await?;
+                    continue;
                 }
-                Ok(None) => {
+                message = messages.recv() => message,
+            };
+            match message {
+                Some(SourceMessage::Change(event)) => self.handle_event(*event).await?,
+                Some(SourceMessage::Idle(token)) => {
                     self.collect_acked().await?;
                     // Nothing in flight: the stream's own token (a post-batch token on MongoDB)
                     // is safe to save, and keeps an idle stream's checkpoint fresh.
                     if self.in_flight.is_empty()
-                        && let Some(token) = stream.resume_token()
+                        && let Some(token) = token
                         && self.acked.token.as_ref() != Some(&token)
                     {
                         self.acked.token = Some(token);
                         self.acked.dirty = true;
                     }
-                    self.save_checkpoint(false).await?;
-                    let pause = idle.next_delay();
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(pause) => {}
-                    }
                 }
-                Err(error) => {
-                    if let Some(reason) = is_lost_history(&error) {
-                        return Err(StreamError::HistoryLost {
-                            stream: self.name.clone(),
-                            reason,
-                        });
-                    }
-                    // The driver already resumed once on a resumable error. Reopen from the last
-                    // change read (not the last checkpoint: those records are already in flight).
-                    let pause = failures.next_delay();
-                    tracing::warn!(stream = %self.name, %error, retry_in_ms = pause.as_millis() as u64, "change stream failed; reopening");
-                    self.health.set(
-                        &self.component(),
-                        ComponentState::Failing(error.to_string()),
-                    );
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    let token = stream.resume_token();
-                    match self.open(token).await {
-                        Ok(reopened) => {
-                            *stream = reopened;
-                            self.health.set(&self.component(), ComponentState::Ready);
-                        }
-                        Err(error) if is_lost_history(&error).is_some() => {
-                            return Err(StreamError::HistoryLost {
-                                stream: self.name.clone(),
-                                reason: error.to_string(),
-                            });
-                        }
-                        Err(error) => {
-                            tracing::warn!(stream = %self.name, %error, "reopening the change stream failed");
-                        }
-                    }
+                Some(SourceMessage::Failed(SourceError::HistoryLost(reason))) => {
+                    break Err(StreamError::HistoryLost {
+                        stream: self.name.clone(),
+                        reason,
+                    });
                 }
+                Some(SourceMessage::Failed(error)) => {
+                    break Err(StreamError::Source {
+                        stream: self.name.clone(),
+                        source: error,
+                    });
+                }
+                // The reader stops only at shutdown or after reporting a failure.
+                None => break Ok(()),
             }
             self.collect_acked().await?;
             self.save_checkpoint(false).await?;
-        }
+        };
+        reader.abort();
+        outcome
     }
 
-    /// Handles one change event; returns a new stream when the old one was invalidated.
+    /// Handles one change event.
     async fn handle_event(
         &mut self,
         event: ChangeStreamEvent<Document>,
-    ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>, StreamError> {
+    ) -> Result<(), StreamError> {
         let kind = match event.operation_type {
             OperationType::Insert => ChangeKind::Insert,
             OperationType::Update => ChangeKind::Update,
             OperationType::Replace => ChangeKind::Replace,
             OperationType::Delete => ChangeKind::Delete,
-            OperationType::Invalidate => {
-                // The collection was dropped or renamed. Keep watching the namespace: a new
-                // collection of the same name streams on from here.
-                tracing::warn!(stream = %self.name, "change stream invalidated (collection dropped or renamed); reopening after it");
-                metrics::invalidated(&self.namespace);
-                self.track(Pending {
-                    token: Some(event.id.clone()),
-                    position: None,
-                    deliveries: Vec::new(),
-                    once_ids: Vec::new(),
-                });
-                let reopened = self
-                    .open(Some(event.id))
-                    .await
-                    .map_err(|e| self.mongo_error(e))?;
-                return Ok(Some(reopened));
-            }
             other => {
-                // drop, rename, dropDatabase and DDL events carry no document; the invalidate
-                // that follows a drop reopens the stream.
-                tracing::warn!(stream = %self.name, operation = ?other, "non-document change event");
+                // drop, rename, dropDatabase, invalidate (the reader reopens after it) and DDL
+                // events carry no document. Their tokens still advance the checkpoint.
+                if other == OperationType::Invalidate {
+                    self.metrics.invalidated();
+                }
+                tracing::warn!(stream = %self.name, operation = ?other, "collection-level change event");
                 self.track(Pending {
                     token: Some(event.id),
                     position: None,
                     deliveries: Vec::new(),
                     once_ids: Vec::new(),
                 });
-                return Ok(None);
+                return Ok(());
             }
         };
         let position = event
@@ -563,7 +526,7 @@ impl StreamPipeline {
             .or_else(|| event.full_document.as_ref().and_then(|d| d.get("_id")))
             .cloned()
             .unwrap_or(Bson::Null);
-        metrics::change_read(&self.namespace, position, time_ms);
+        self.metrics.change_read(position, time_ms, now_ms());
         let change = SourceChange {
             namespace: self.namespace.clone(),
             kind,
@@ -572,8 +535,7 @@ impl StreamPipeline {
             position,
             time_ms,
         };
-        self.publish_change(change, Some(event.id)).await?;
-        Ok(None)
+        self.publish_change(change, Some(event.id)).await
     }
 
     /// Maps `change` and enqueues its records (or its dead letter) as one in-flight entry.
@@ -593,7 +555,7 @@ impl StreamPipeline {
                 for event in events {
                     if event.once_per_id {
                         if self.already_published(&event.metadata.id).await? {
-                            metrics::deduplicated(&event.topic);
+                            self.metrics.deduplicated(&event.topic);
                             continue;
                         }
                         self.published_once.insert(event.metadata.id.clone());
@@ -607,7 +569,7 @@ impl StreamPipeline {
                         );
                         self.dead_letter(&change, &reason).await?
                     } else {
-                        metrics::published(&event.topic);
+                        self.metrics.published(&event.topic);
                         self.publisher
                             .send_event(&event, &self.shutdown)
                             .await
@@ -637,7 +599,7 @@ impl StreamPipeline {
         reason: &str,
     ) -> Result<DeliveryFuture, StreamError> {
         tracing::warn!(stream = %self.name, reason, "source change sent to the dead-letter topic");
-        metrics::dead_letter(&self.namespace);
+        self.metrics.dead_letter();
         self.publisher
             .send_dead_letter(change, operation_name(change.kind), reason, &self.shutdown)
             .await
@@ -660,7 +622,7 @@ impl StreamPipeline {
     fn track(&mut self, pending: Pending) {
         self.in_flight_records += pending.deliveries.len();
         self.in_flight.push_back(pending);
-        metrics::in_flight(&self.namespace, self.in_flight_records);
+        self.metrics.in_flight(self.in_flight_records);
     }
 
     /// Checks one delivery outcome. A record the broker refuses as too large is replaced by a
@@ -751,7 +713,7 @@ impl StreamPipeline {
                 self.acknowledge(done);
             }
         }
-        metrics::in_flight(&self.namespace, self.in_flight_records);
+        self.metrics.in_flight(self.in_flight_records);
         Ok(())
     }
 
@@ -781,7 +743,7 @@ impl StreamPipeline {
             }
         }
         self.acknowledge(front);
-        metrics::in_flight(&self.namespace, self.in_flight_records);
+        self.metrics.in_flight(self.in_flight_records);
         Ok(())
     }
 
@@ -795,7 +757,7 @@ impl StreamPipeline {
 
     /// Saves the acknowledged token when it changed and the interval passed (or `force`).
     async fn save_checkpoint(&mut self, force: bool) -> Result<(), StreamError> {
-        metrics::checkpoint_age(&self.namespace, self.last_saved.elapsed());
+        self.metrics.checkpoint_age(self.last_saved.elapsed());
         if !self.acked.dirty || (!force && self.last_saved.elapsed() < self.checkpoint_interval) {
             return Ok(());
         }

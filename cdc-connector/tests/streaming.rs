@@ -7,10 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use cdc_connector::RunningConnector;
-use cdc_connector::config::{CheckpointSettings, ConnectorConfig, SnapshotMode, StreamSettings};
+use cdc_connector::checkpoint::CheckpointStore;
+use cdc_connector::config::{
+    CheckpointSettings, ConnectorConfig, LostHistoryPolicy, SnapshotMode, StreamSettings,
+};
 use mongodb::Collection;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
+use mongodb::change_stream::event::ResumeToken;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
 use storefront_tests::{Daemon, Record, TopicReader, free_port, stack, unique, until_healthy};
@@ -488,4 +492,46 @@ async fn kill_9_during_a_burst_loses_no_change() {
         records.len(),
         records.len() - BURST
     );
+}
+
+#[tokio::test]
+async fn a_lost_resume_token_stops_the_connector_or_resnapshots_by_policy() {
+    let mut config = test_config();
+    let customers = collection(&config.sources.accounts).await;
+    let id = ObjectId::new();
+    customers.insert_one(customer(id, "Kept")).await.unwrap();
+    // A token from a position the server no longer has (cluster time 1.0, long before any entry
+    // it keeps): on MongoDB that is ChangeStreamHistoryLost, on the test server "resume token
+    // not found"; both mean the changes after it can no longer be read.
+    let lost: ResumeToken = mongodb::bson::from_document(doc! {
+        "_data": "82000000010000000000000000000000100"
+    })
+    .unwrap();
+    let client = stack().mongo_client().await;
+    let stream_name = config.sources.accounts.to_string();
+    CheckpointStore::new(&client, &config.checkpoints)
+        .save(&stream_name, &lost, None, &[])
+        .await
+        .unwrap();
+
+    let error = tokio::time::timeout(
+        DEADLINE,
+        cdc_connector::run(config.clone(), std::future::pending()),
+    )
+    .await
+    .expect("the connector stops by itself")
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains(&stream_name), "{error}");
+    assert!(error.contains("resnapshot"), "the remedy is named: {error}");
+
+    config.stream.on_lost_history = LostHistoryPolicy::Resnapshot;
+    let connector = start(&config).await;
+    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
+    reader
+        .read_until(DEADLINE, "the re-snapshotted customer", |r| {
+            keys(r).contains(&id.to_hex())
+        })
+        .await;
+    connector.stop().await;
 }

@@ -1,0 +1,254 @@
+//! Reading one change stream, in its own task, ahead of the pipeline that publishes.
+//!
+//! Reading (waiting on MongoDB round trips) and publishing (mapping, serialising, handing to
+//! Kafka) overlap: the reader fills a bounded channel while the pipeline works, and waits when it
+//! is full, so memory stays bounded and nothing is dropped. The reader owns the stream's
+//! lifecycle: it polls with `next_if_any` and backs off while idle (a server whose getMore returns
+//! at once would otherwise spin a core), reopens after an `invalidate` with `startAfter`, and
+//! reopens after a failure from the last change it read. Everything it read reaches the pipeline
+//! in order, so the pipeline's checkpoints stay exact.
+
+use std::time::Duration;
+
+use mongodb::Collection;
+use mongodb::bson::Document;
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::error::ErrorKind;
+use mongodb::options::FullDocumentType;
+use storefront_plumbing::retry::Backoff;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FullDocumentMode;
+
+/// Enables `changeStreamPreAndPostImages` on `collection`, creating it when missing.
+pub async fn enable_post_images(
+    collection: &Collection<Document>,
+) -> Result<(), mongodb::error::Error> {
+    const NAMESPACE_NOT_FOUND: i32 = 26;
+    const NAMESPACE_EXISTS: i32 = 48;
+    let database = collection
+        .client()
+        .database(collection.namespace().db.as_str());
+    let name = collection.name();
+    let enable = mongodb::bson::doc! { "enabled": true };
+    let coll_mod =
+        mongodb::bson::doc! { "collMod": name, "changeStreamPreAndPostImages": enable.clone() };
+    match database.run_command(coll_mod.clone()).await {
+        Ok(_) => Ok(()),
+        Err(error) if command_code(&error) == Some(NAMESPACE_NOT_FOUND) => {
+            let create =
+                mongodb::bson::doc! { "create": name, "changeStreamPreAndPostImages": enable };
+            match database.run_command(create).await {
+                Ok(_) => Ok(()),
+                // Created by someone else meanwhile: enable it on theirs.
+                Err(error) if command_code(&error) == Some(NAMESPACE_EXISTS) => {
+                    database.run_command(coll_mod).await.map(drop)
+                }
+                Err(error) => Err(error),
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn command_code(error: &mongodb::error::Error) -> Option<i32> {
+    match error.kind.as_ref() {
+        ErrorKind::Command(command) => Some(command.code),
+        _ => None,
+    }
+}
+
+/// What the reader passes to the pipeline.
+#[derive(Debug)]
+pub enum SourceMessage {
+    /// The next change event.
+    Change(Box<ChangeStreamEvent<Document>>),
+    /// The stream had nothing new; its current resume token (a post-batch token on MongoDB) is
+    /// safe to checkpoint once everything before it is acknowledged.
+    Idle(Option<ResumeToken>),
+    /// The stream failed and retrying does not help.
+    Failed(SourceError),
+}
+
+/// Why reading stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    /// The server no longer has the history after the token (not retryable).
+    #[error("the resume token is no longer accepted: {0}")]
+    HistoryLost(String),
+    /// An update's post-image is missing: the change predates enabling post-images on the
+    /// collection, or they were disabled (not retryable).
+    #[error(
+        "a change has no post-image ({0}); enable changeStreamPreAndPostImages on the collection, \
+         or set stream.full_document = \"lookup\""
+    )]
+    PostImageMissing(String),
+}
+
+/// Server error code for a required post-image that was not recorded (NoMatchingDocument).
+const POST_IMAGE_MISSING_CODE: i32 = 47;
+
+/// A fatal reading error, when `error` is one.
+pub fn fatal_source_error(error: &mongodb::error::Error) -> Option<SourceError> {
+    if let Some(reason) = lost_history_reason(error) {
+        return Some(SourceError::HistoryLost(reason));
+    }
+    match error.kind.as_ref() {
+        ErrorKind::Command(command) if command.code == POST_IMAGE_MISSING_CODE => Some(
+            SourceError::PostImageMissing(format!("{} (code {})", command.message, command.code)),
+        ),
+        _ => None,
+    }
+}
+
+/// Server error codes meaning the resume point is gone: ChangeStreamFatalError (280),
+/// ChangeStreamHistoryLost (286), CappedPositionLost (136).
+const LOST_HISTORY_CODES: [i32; 3] = [280, 286, 136];
+
+/// The server's words when `error` means the resume point is gone.
+pub fn lost_history_reason(error: &mongodb::error::Error) -> Option<String> {
+    match error.kind.as_ref() {
+        ErrorKind::Command(command) if LOST_HISTORY_CODES.contains(&command.code) => {
+            Some(format!("{} (code {})", command.message, command.code))
+        }
+        _ => None,
+    }
+}
+
+/// Opens a change stream on `collection` whose update events carry `mode`'s document: after
+/// `token` when given (`startAfter`, which also accepts an invalidate's token), else at the
+/// current time.
+pub async fn open(
+    collection: &Collection<Document>,
+    mode: FullDocumentMode,
+    token: Option<ResumeToken>,
+) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
+    let full_document = match mode {
+        FullDocumentMode::PostImage => FullDocumentType::Required,
+        FullDocumentMode::Lookup => FullDocumentType::UpdateLookup,
+    };
+    let watch = collection.watch().full_document(full_document);
+    match token {
+        Some(token) => watch.start_after(token).await,
+        None => watch.await,
+    }
+}
+
+/// Reads `stream` into `sink` until shutdown, the pipeline going away, or a fatal error.
+pub async fn read(
+    name: String,
+    collection: Collection<Document>,
+    mode: FullDocumentMode,
+    mut stream: ChangeStream<ChangeStreamEvent<Document>>,
+    sink: mpsc::Sender<SourceMessage>,
+    idle_max: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut idle = Backoff::new(Duration::from_millis(5), idle_max);
+    let mut failures = Backoff::default();
+    loop {
+        let polled = tokio::select! {
+            () = shutdown.cancelled() => return,
+            polled = stream.next_if_any() => polled,
+        };
+        let message = match polled {
+            Ok(Some(event)) => {
+                idle.reset();
+                failures.reset();
+                let invalidated = event.operation_type == OperationType::Invalidate;
+                let token = event.id.clone();
+                if sink
+                    .send(SourceMessage::Change(Box::new(event)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if invalidated {
+                    // The collection was dropped or renamed; a new one of the same name streams
+                    // on from here.
+                    stream = match reopen(
+                        &name,
+                        &collection,
+                        mode,
+                        Some(token),
+                        &sink,
+                        &shutdown,
+                        &mut failures,
+                    )
+                    .await
+                    {
+                        Some(stream) => stream,
+                        None => return,
+                    };
+                }
+                continue;
+            }
+            Ok(None) => SourceMessage::Idle(stream.resume_token()),
+            Err(error) => {
+                if let Some(fatal) = fatal_source_error(&error) {
+                    let _ = sink.send(SourceMessage::Failed(fatal)).await;
+                    return;
+                }
+                // The driver already resumed once on a resumable error. Reopen after the last
+                // change read (not the last checkpoint: those changes are already in flight).
+                tracing::warn!(stream = %name, %error, "change stream failed; reopening");
+                let token = stream.resume_token();
+                stream = match reopen(
+                    &name,
+                    &collection,
+                    mode,
+                    token,
+                    &sink,
+                    &shutdown,
+                    &mut failures,
+                )
+                .await
+                {
+                    Some(stream) => stream,
+                    None => return,
+                };
+                continue;
+            }
+        };
+        if sink.send(message).await.is_err() {
+            return;
+        }
+        let pause = idle.next_delay();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Reopens after `token`, retrying with backoff; `None` on shutdown or a fatal error (reported).
+async fn reopen(
+    name: &str,
+    collection: &Collection<Document>,
+    mode: FullDocumentMode,
+    token: Option<ResumeToken>,
+    sink: &mpsc::Sender<SourceMessage>,
+    shutdown: &CancellationToken,
+    failures: &mut Backoff,
+) -> Option<ChangeStream<ChangeStreamEvent<Document>>> {
+    loop {
+        match open(collection, mode, token.clone()).await {
+            Ok(stream) => return Some(stream),
+            Err(error) => {
+                if let Some(fatal) = fatal_source_error(&error) {
+                    let _ = sink.send(SourceMessage::Failed(fatal)).await;
+                    return None;
+                }
+                let pause = failures.next_delay();
+                tracing::warn!(stream = %name, %error, retry_in_ms = pause.as_millis() as u64, "reopening the change stream failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
