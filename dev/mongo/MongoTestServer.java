@@ -17,6 +17,9 @@
 // Everything below is written for this project (docs/test-stack.md lists what still differs from
 // a replica set); it hooks into the server only through public/protected extension points:
 // AbstractMongoBackend.createOplog(), handleCommand(), handleGetMore() and dropDatabase().
+// It also adds MongoDB 6.0's change-stream pre- and post-images (collection option
+// changeStreamPreAndPostImages, set with create or collMod; fullDocument whenAvailable/required,
+// fullDocumentBeforeChange), which the library lacks.
 
 import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
@@ -235,11 +238,14 @@ public class MongoTestServer {
      * - insert: events only for the documents actually inserted (not for duplicate-key failures);
      * - update: pre-images for updateDescription;
      * - findAndModify (findOneAndUpdate/Replace/Delete): the library writes no oplog entry for it;
-     * - renameCollection and dropDatabase: events the library has no oplog call for.
+     * - renameCollection and dropDatabase: events the library has no oplog call for;
+     * - create / collMod with changeStreamPreAndPostImages (the library ignores the option on
+     *   create and has no collMod), listCollections reporting it; delete takes pre-images of
+     *   the documents it removes when the collection has the option.
      */
     static final class StackCore {
         private static final Set<String> WRITES = Set.of("insert", "update", "delete", "findandmodify", "drop",
-                "dropdatabase", "renamecollection");
+                "dropdatabase", "renamecollection", "create", "collmod");
 
         final StackBackend backend;
         final StackOplog oplog;
@@ -255,6 +261,9 @@ public class MongoTestServer {
             if (name.equals("aggregate") && isChangeStream(query)) {
                 return openChangeStream(database, query);
             }
+            if (name.equals("listcollections")) {
+                return listCollections(channel, database, command, query);
+            }
             if (!WRITES.contains(name)) {
                 return backend.baseHandleCommand(channel, database, command, query);
             }
@@ -265,6 +274,12 @@ public class MongoTestServer {
                         return insert(channel, database, command, query);
                     case "update":
                         return update(channel, database, command, query);
+                    case "delete":
+                        return delete(channel, database, command, query);
+                    case "create":
+                        return create(channel, database, command, query);
+                    case "collmod":
+                        return collMod(database, command, query);
                     case "findandmodify":
                         return findAndModify(channel, database, command, query);
                     case "renamecollection":
@@ -282,6 +297,7 @@ public class MongoTestServer {
             try {
                 boolean existed = backend.hasDatabase(database);
                 base.run(); // logs a drop for each collection through the oplog, as MongoDB does
+                oplog.dropOptions(database); // also of system.* collections, which base.run() drops silently
                 if (existed && !StackOplog.isInternalDatabase(database)) {
                     oplog.logDropDatabase(database);
                 }
@@ -290,7 +306,11 @@ public class MongoTestServer {
             }
         }
 
-        /** Adds postBatchResumeToken to a getMore on one of our cursors, as MongoDB 4.0.7+ does. */
+        /**
+         * Adds postBatchResumeToken to a getMore on one of our cursors, as MongoDB 4.0.7+ does. A
+         * change stream whose getMore fails (e.g. a required post-image is missing) is closed, as
+         * MongoDB kills a cursor whose getMore fails: its position has already moved past the event.
+         */
         Document handleGetMore(String command, Document query, Supplier<Document> base) {
             Cursor cursor = null;
             Object id = query.get(command);
@@ -301,7 +321,15 @@ public class MongoTestServer {
                     // not found: the base call reports CursorNotFound, which drivers resume from
                 }
             }
-            Document response = base.get();
+            Document response;
+            try {
+                response = base.get();
+            } catch (RuntimeException e) {
+                if (cursor instanceof ChangeStreamCursor) {
+                    backend.cursors().remove(cursor);
+                }
+                throw e;
+            }
             if (cursor instanceof ChangeStreamCursor) {
                 Document cursorDocument = (Document) response.get("cursor");
                 cursorDocument.put("postBatchResumeToken", ((ChangeStreamCursor) cursor).postBatchResumeToken());
@@ -444,11 +472,15 @@ public class MongoTestServer {
             try {
                 MongoCollection<?> collection = existingCollection(ns);
                 Object updates = query.get("updates");
+                boolean images = oplog.imagesEnabled(ns);
                 if (collection != null && updates instanceof List) {
                     for (Object statement : (List<?>) updates) {
                         Document update = (Document) statement;
-                        if (!(update.get("u") instanceof Document) || isReplacement((Document) update.get("u"))) {
-                            continue; // a replace event carries the whole document: no pre-image needed
+                        if (!(update.get("u") instanceof Document)
+                                || (isReplacement((Document) update.get("u")) && !images)) {
+                            // a replace event carries the whole document: a pre-image is needed
+                            // only for fullDocumentBeforeChange
+                            continue;
                         }
                         int limit = Utils.isTrue(update.get("multi")) ? 0 : 1;
                         Document selector = (Document) update.get("q");
@@ -467,7 +499,8 @@ public class MongoTestServer {
                 for (Map.Entry<Object, Document> image : context.images(ns).entrySet()) {
                     Document current = oplog.findById(ns, image.getKey());
                     if (current != null && !current.equals(image.getValue())) {
-                        oplog.logUpdate(ns, image.getKey(), UpdateDescriptions.diff(image.getValue(), current));
+                        oplog.logUpdate(ns, image.getKey(), UpdateDescriptions.diff(image.getValue(), current),
+                                image.getValue(), current);
                     }
                 }
             }
@@ -505,14 +538,14 @@ public class MongoTestServer {
                 Document after = oplog.findById(ns, id);
                 if (remove) {
                     if (after == null) {
-                        oplog.logDelete(ns, id);
+                        oplog.logDelete(ns, id, before);
                     }
                 } else if (after != null && !after.equals(before)) {
                     Document update = (Document) query.get("update");
                     if (update != null && isReplacement(update)) {
-                        oplog.logReplace(ns, after);
+                        oplog.logReplace(ns, after, before);
                     } else {
-                        oplog.logUpdate(ns, id, UpdateDescriptions.describe(update, before, after));
+                        oplog.logUpdate(ns, id, UpdateDescriptions.describe(update, before, after), before, after);
                     }
                 }
             } else if (upserting && response.get("value") instanceof Document) {
@@ -545,7 +578,123 @@ public class MongoTestServer {
             String from = String.valueOf(query.get(command));
             String to = String.valueOf(query.get("to"));
             if (!from.equals(to) && Utils.isTrue(response.get("ok"))) {
+                // MongoDB keeps a collection's options when it is renamed (the target's, if
+                // dropTarget dropped it, are gone with it)
+                oplog.moveOptions(Ns.parse(from), Ns.parse(to));
                 oplog.logRename(Ns.parse(from), Ns.parse(to));
+            }
+            return response;
+        }
+
+        /**
+         * delete: with changeStreamPreAndPostImages on the collection, the pre-images of the
+         * documents it removes (for fullDocumentBeforeChange), taken just before the command.
+         */
+        private Document delete(Channel channel, String database, String command, Document query) {
+            Ns ns = new Ns(database, query.get(command).toString());
+            WriteContext context = oplog.beginWrite();
+            try {
+                MongoCollection<?> collection = existingCollection(ns);
+                Object deletes = query.get("deletes");
+                if (collection != null && deletes instanceof List && oplog.imagesEnabled(ns)) {
+                    List<?> statements = (List<?>) deletes;
+                    for (Object statement : statements) {
+                        Document delete = (Document) statement;
+                        if (!(delete.get("q") instanceof Document)) {
+                            continue;
+                        }
+                        // The library deletes what handleQuery(q, 0, limit) returns; with several
+                        // statements an earlier one may remove that, so then take every match.
+                        int limit = statements.size() == 1 && delete.get("limit") instanceof Number
+                                ? ((Number) delete.get("limit")).intValue() : 0;
+                        for (Document document : collection.handleQuery(
+                                new QueryParameters(new Document("query", delete.get("q")), 0, limit))) {
+                            context.rememberIfAbsent(ns, document.get("_id"), document.cloneDeeply());
+                        }
+                    }
+                }
+                return backend.baseHandleCommand(channel, database, command, query);
+            } finally {
+                oplog.endWrite();
+            }
+        }
+
+        /**
+         * create: the library ignores changeStreamPreAndPostImages (CollectionOptions.fromQuery
+         * reads only autoIndexId, capped and size); it is validated first, recorded once the
+         * collection exists.
+         */
+        private Document create(Channel channel, String database, String command, Document query) {
+            Boolean images = ImagesOption.parse(command, query.get(ImagesOption.FIELD));
+            ImagesOption.checkPermitted(database, images);
+            Document response = backend.baseHandleCommand(channel, database, command, query);
+            if (Boolean.TRUE.equals(images) && Utils.isTrue(response.get("ok"))) {
+                oplog.setImagesEnabled(new Ns(database, query.get(command).toString()), true);
+            }
+            return response;
+        }
+
+        /**
+         * collMod, which the library lacks (CommandNotFound). Only changeStreamPreAndPostImages is
+         * supported; other options (validator, index, expireAfterSeconds, ...) are refused rather
+         * than silently ignored. MongoDB (coll_mod.cpp): a missing collection is NamespaceNotFound
+         * (26), "ns does not exist", after the options were parsed.
+         */
+        private Document collMod(String database, String command, Document query) {
+            Ns ns = new Ns(database, String.valueOf(query.get(command)));
+            Boolean images = null;
+            for (String key : query.keySet()) {
+                if (key.equals(command) || isGenericArgument(key)) {
+                    continue;
+                }
+                if (!key.equals(ImagesOption.FIELD)) {
+                    throw new MongoServerError(ErrorCodes.INVALID_OPTIONS, "InvalidOptions",
+                            "the test server's collMod supports only " + ImagesOption.FIELD + ", not '" + key + "'");
+                }
+                images = ImagesOption.parse(command, query.get(key));
+            }
+            ImagesOption.checkPermitted(database, images);
+            if (existingCollection(ns) == null) {
+                throw new MongoServerError(ErrorCodes.NAMESPACE_NOT_FOUND, "NamespaceNotFound", "ns does not exist");
+            }
+            if (images != null) {
+                oplog.setImagesEnabled(ns, images);
+            }
+            Document response = new Document();
+            Utils.markOkay(response);
+            return response;
+        }
+
+        /** Fields every command may carry (MongoDB's generic command arguments). */
+        private static boolean isGenericArgument(String key) {
+            return key.startsWith("$") || GENERIC_ARGUMENTS.contains(key);
+        }
+
+        private static final Set<String> GENERIC_ARGUMENTS = Set.of("lsid", "txnNumber", "autocommit",
+                "startTransaction", "writeConcern", "readConcern", "comment", "maxTimeMS", "apiVersion", "apiStrict",
+                "apiDeprecationErrors");
+
+        /**
+         * listCollections: the library reports empty options; add changeStreamPreAndPostImages
+         * where it is enabled, as MongoDB does ({enabled: true}; a disabled one is not listed).
+         */
+        private Document listCollections(Channel channel, String database, String command, Document query) {
+            Document response = backend.baseHandleCommand(channel, database, command, query);
+            Object cursor = response.get("cursor");
+            Object batch = cursor instanceof Document ? ((Document) cursor).get("firstBatch") : null;
+            if (batch instanceof List) {
+                for (Object item : (List<?>) batch) {
+                    if (!(item instanceof Document) || !(((Document) item).get("name") instanceof String)) {
+                        continue;
+                    }
+                    Document description = (Document) item;
+                    if (oplog.imagesEnabled(new Ns(database, (String) description.get("name")))) {
+                        Document options = description.get("options") instanceof Document
+                                ? (Document) description.get("options") : new Document();
+                        options.put(ImagesOption.FIELD, new Document("enabled", true));
+                        description.put("options", options);
+                    }
+                }
             }
             return response;
         }
@@ -565,7 +714,86 @@ public class MongoTestServer {
         static final int INVALID_RESUME_TOKEN = 260;
         static final int CHANGE_STREAM_FATAL = 280;
         static final int BAD_VALUE = 2;
+        static final int TYPE_MISMATCH = 14;
+        static final int NAMESPACE_NOT_FOUND = 26;
+        static final int NO_MATCHING_DOCUMENT = 47;
         static final int ONE_RESUME_OPTION = 40674;
+        static final int IDL_MISSING_FIELD = 40414;
+        static final int IDL_UNKNOWN_FIELD = 40415;
+    }
+
+    /**
+     * The collection option changeStreamPreAndPostImages: {enabled: <bool>} of create and collMod,
+     * parsed like MongoDB's IDL struct ChangeStreamPreAndPostImagesOptions (strict: an unknown
+     * field, a missing `enabled` or a wrong type fails with the IDL parser's codes and messages).
+     */
+    static final class ImagesOption {
+        static final String FIELD = "changeStreamPreAndPostImages";
+
+        /** null when absent, else whether images are enabled. */
+        static Boolean parse(String command, Object value) {
+            if (value == null) {
+                return null;
+            }
+            String path = command + "." + FIELD;
+            if (!(value instanceof Document)) {
+                throw wrongType(path, value, "object");
+            }
+            Document option = (Document) value;
+            for (String key : option.keySet()) {
+                if (!key.equals("enabled")) {
+                    throw new MongoServerError(ErrorCodes.IDL_UNKNOWN_FIELD, "Location40415",
+                            "BSON field '" + path + "." + key + "' is an unknown field.");
+                }
+            }
+            if (!option.containsKey("enabled")) {
+                throw new MongoServerError(ErrorCodes.IDL_MISSING_FIELD, "Location40414",
+                        "BSON field '" + path + ".enabled' is missing but a required field");
+            }
+            Object enabled = option.get("enabled");
+            if (!(enabled instanceof Boolean)) {
+                throw wrongType(path + ".enabled", enabled, "bool");
+            }
+            return (Boolean) enabled;
+        }
+
+        /**
+         * MongoDB (collection_options.cpp, validateChangeStreamPreAndPostImagesOptionIsPermitted):
+         * not on the admin, local or config database.
+         */
+        static void checkPermitted(String database, Boolean enabled) {
+            if (Boolean.TRUE.equals(enabled) && StackOplog.isInternalDatabase(database)) {
+                throw new MongoServerError(ErrorCodes.INVALID_OPTIONS, "InvalidOptions",
+                        FIELD + " collection option is not supported on the " + database + " database");
+            }
+        }
+
+        private static MongoServerError wrongType(String path, Object value, String expected) {
+            return new MongoServerError(ErrorCodes.TYPE_MISMATCH, "TypeMismatch",
+                    "BSON field '" + path + "' is the wrong type '" + bsonTypeName(value) + "', expected type '"
+                            + expected + "'");
+        }
+
+        private static String bsonTypeName(Object value) {
+            if (value == null) {
+                return "null";
+            } else if (value instanceof Boolean) {
+                return "bool";
+            } else if (value instanceof Integer) {
+                return "int";
+            } else if (value instanceof Long) {
+                return "long";
+            } else if (value instanceof Double) {
+                return "double";
+            } else if (value instanceof String) {
+                return "string";
+            } else if (value instanceof List) {
+                return "array";
+            } else if (value instanceof Document) {
+                return "object";
+            }
+            return value.getClass().getSimpleName();
+        }
     }
 
     /** An update spec without operators replaces the whole document. */
@@ -629,16 +857,31 @@ public class MongoTestServer {
     /**
      * Our oplog: an MVMap from a sequence number (1, 2, 3, ... without gaps) to an entry document:
      * {ts: clusterTime, wall: wallTime, op, db, coll, id, doc (insert/replace), upd (update), to
-     * (rename)}. The sequence number is the read position: a cursor reads `get(position + 1)`
-     * onwards, so getMore never rescans. In the H2 file it survives restarts with the data.
+     * (rename), pre, post}. The sequence number is the read position: a cursor reads
+     * `get(position + 1)` onwards, so getMore never rescans. In the H2 file it survives restarts
+     * with the data.
+     *
+     * Pre- and post-images (MongoDB 6.0's changeStreamPreAndPostImages): a second map holds the
+     * collections that have the option. An entry gets `pre` (the document before an update,
+     * replace or delete) and, for an update, `post` (the document right after it) only if its
+     * collection had the option when the write ran, which is when MongoDB records a pre-image
+     * (and computes the post-image from it): "Pre- and post-images are not available for a change
+     * stream event if the images were not enabled on the collection at the time of a document
+     * update or delete operation" (manual, "Change Streams with Document Pre- and Post-Images").
+     * So images are never made up later, enabling the option does not give earlier events images,
+     * and disabling it does not take them from events written while it was on. Images are never
+     * removed (no expireAfterSeconds), like the oplog itself.
      */
     static final class StackOplog implements Oplog {
         /** No dot, so H2Database.drop(), which removes maps named "<db>." + ..., never matches it. */
         private static final String MAP_NAME = "stackOplogEntries";
+        /** "<db>.<collection>" -> {changeStreamPreAndPostImages: {enabled: true}}; no dot either. */
+        private static final String OPTIONS_MAP_NAME = "stackCollectionOptions";
 
         private final StackBackend backend;
         private final Clock clock;
         private final MVMap<Long, Document> entries;
+        private final MVMap<String, Document> options;
         private volatile long lastSeq;
         private BsonTimestamp lastTs; // guarded by this
         private final ThreadLocal<WriteContext> writeContext = new ThreadLocal<>();
@@ -647,6 +890,8 @@ public class MongoTestServer {
             this.backend = backend;
             this.clock = backend.getClock();
             this.entries = store.openMap(MAP_NAME);
+            // Same MVStore as the oplog (and with H2 the data): the option survives a restart.
+            this.options = store.openMap(OPTIONS_MAP_NAME);
             Long last = entries.lastKey();
             lastSeq = last == null ? 0 : last;
             lastTs = last == null ? new BsonTimestamp(0) : timestampOf(entries.get(last));
@@ -706,16 +951,74 @@ public class MongoTestServer {
             append("insert", ns, new Document("id", document.get("_id")).append("doc", document.cloneDeeply()));
         }
 
-        void logUpdate(Ns ns, Object id, Document updateDescription) {
-            append("update", ns, new Document("id", id).append("upd", updateDescription));
+        /** `before` may be null (unknown: no pre-image then); `after` is the post-image. */
+        void logUpdate(Ns ns, Object id, Document updateDescription, Document before, Document after) {
+            Document fields = new Document("id", id).append("upd", updateDescription);
+            if (imagesEnabled(ns)) {
+                putImage(fields, "pre", before);
+                putImage(fields, "post", after);
+            }
+            append("update", ns, fields);
         }
 
-        void logReplace(Ns ns, Document document) {
-            append("replace", ns, new Document("id", document.get("_id")).append("doc", document.cloneDeeply()));
+        void logReplace(Ns ns, Document document, Document before) {
+            Document fields = new Document("id", document.get("_id")).append("doc", document.cloneDeeply());
+            if (imagesEnabled(ns)) {
+                putImage(fields, "pre", before);
+            }
+            append("replace", ns, fields);
         }
 
-        void logDelete(Ns ns, Object id) {
-            append("delete", ns, new Document("id", id));
+        void logDelete(Ns ns, Object id, Document before) {
+            Document fields = new Document("id", id);
+            if (imagesEnabled(ns)) {
+                putImage(fields, "pre", before);
+            }
+            append("delete", ns, fields);
+        }
+
+        private static void putImage(Document fields, String name, Document image) {
+            if (image != null) {
+                fields.append(name, image.cloneDeeply());
+            }
+        }
+
+        // --- the collection option changeStreamPreAndPostImages ---
+
+        boolean imagesEnabled(Ns ns) {
+            return ns.collection != null && options.containsKey(ns.toString());
+        }
+
+        void setImagesEnabled(Ns ns, boolean enabled) {
+            if (enabled) {
+                options.put(ns.toString(), new Document(ImagesOption.FIELD, new Document("enabled", true)));
+            } else {
+                options.remove(ns.toString());
+            }
+        }
+
+        /** A renamed collection keeps its options; the target's old ones went with its drop. */
+        void moveOptions(Ns from, Ns to) {
+            Document moved = options.remove(from.toString());
+            if (moved != null) {
+                options.put(to.toString(), moved);
+            } else {
+                options.remove(to.toString());
+            }
+        }
+
+        /** Forgets the options of every collection of a dropped database. */
+        void dropOptions(String database) {
+            String prefix = database + ".";
+            List<String> gone = new ArrayList<>();
+            for (String key : options.keySet()) {
+                if (key.startsWith(prefix)) {
+                    gone.add(key);
+                }
+            }
+            for (String key : gone) {
+                options.remove(key);
+            }
         }
 
         void logDropDatabase(String database) {
@@ -790,11 +1093,11 @@ public class MongoTestServer {
                 if (after == null) {
                     continue;
                 }
+                Document before = context == null ? null : context.images(ns).get(id);
                 if (isReplacement(update)) {
-                    logReplace(ns, after);
+                    logReplace(ns, after, before);
                 } else {
-                    Document before = context == null ? null : context.images(ns).get(id);
-                    logUpdate(ns, id, UpdateDescriptions.describe(update, before, after));
+                    logUpdate(ns, id, UpdateDescriptions.describe(update, before, after), before, after);
                 }
                 if (context != null) {
                     // the pre-image of a later statement of the same command
@@ -809,14 +1112,18 @@ public class MongoTestServer {
             if (isHidden(ns)) {
                 return;
             }
+            WriteContext context = writeContext.get();
             for (Object id : deletedIds) {
-                logDelete(ns, id);
+                logDelete(ns, id, context == null ? null : context.images(ns).get(id));
             }
         }
 
         @Override
         public void handleDropCollection(String namespace) {
             Ns ns = Ns.parse(namespace);
+            if (ns.collection != null) {
+                options.remove(ns.toString()); // a re-created collection starts without options
+            }
             if (!isHidden(ns)) {
                 append("drop", ns, new Document());
             }
@@ -845,12 +1152,8 @@ public class MongoTestServer {
                     Set.of("default", "updateLookup", "whenAvailable", "required"));
             String beforeChange = stringOption(spec, "fullDocumentBeforeChange", "off",
                     Set.of("off", "whenAvailable", "required"));
-            if (fullDocument.equals("required") || beforeChange.equals("required")) {
-                // MongoDB needs changeStreamPreAndPostImages on the collection for these; the
-                // test server stores no images, so it can never deliver them.
-                throw new MongoServerError(ErrorCodes.BAD_VALUE, "BadValue",
-                        "the test server keeps no pre- or post-images: 'required' cannot be served");
-            }
+            // 'required' is not checked here: like MongoDB, a stream fails only when it reaches an
+            // event whose image is missing (ChangeStreamCursor.toEvent).
             Object resumeAfter = spec.get("resumeAfter");
             Object startAfter = spec.get("startAfter");
             Object startAt = spec.get("startAtOperationTime");
@@ -1200,23 +1503,34 @@ public class MongoTestServer {
                     event.append("fullDocument", ((Document) entry.get("doc")).cloneDeeply())
                             .append("ns", ns)
                             .append("documentKey", new Document("_id", entry.get("id")));
-                    appendBeforeChange(event);
+                    appendBeforeChange(event, entry);
                     break;
                 case "update":
                     event.append("ns", ns)
                             .append("documentKey", new Document("_id", entry.get("id")))
                             .append("updateDescription", ((Document) entry.get("upd")).cloneDeeply());
+                    // MongoDB runs its pre-image stage before its post-image stage: a missing
+                    // required pre-image is reported first.
+                    Document preImage = beforeChange.equals("off") ? null : beforeChangeOf(event, entry);
                     if (fullDocument.equals("updateLookup")) {
                         // the document as it is now, or null once it is gone (MongoDB does the same)
                         event.append("fullDocument", oplog.findById(namespace, entry.get("id")));
-                    } else if (fullDocument.equals("whenAvailable")) {
-                        event.append("fullDocument", null); // no stored post-images
+                    } else if (fullDocument.equals("whenAvailable") || fullDocument.equals("required")) {
+                        // the post-image stored with the update, if the collection had
+                        // changeStreamPreAndPostImages then
+                        Document postImage = (Document) entry.get("post");
+                        if (postImage == null && fullDocument.equals("required")) {
+                            throw imageNotFound("post", event);
+                        }
+                        event.append("fullDocument", postImage == null ? null : postImage.cloneDeeply());
                     }
-                    appendBeforeChange(event);
+                    if (!beforeChange.equals("off")) {
+                        event.append("fullDocumentBeforeChange", preImage);
+                    }
                     break;
                 case "delete":
                     event.append("ns", ns).append("documentKey", new Document("_id", entry.get("id")));
-                    appendBeforeChange(event);
+                    appendBeforeChange(event, entry);
                     break;
                 case "rename":
                     event.append("ns", ns).append("to", ((Document) entry.get("to")).cloneDeeply());
@@ -1228,10 +1542,43 @@ public class MongoTestServer {
             return event;
         }
 
-        private void appendBeforeChange(Document event) {
-            if (beforeChange.equals("whenAvailable")) {
-                event.append("fullDocumentBeforeChange", null); // no stored pre-images
+        /** fullDocumentBeforeChange of an update, replace or delete event, unless it is "off". */
+        private void appendBeforeChange(Document event, Document entry) {
+            if (!beforeChange.equals("off")) {
+                event.append("fullDocumentBeforeChange", beforeChangeOf(event, entry));
             }
+        }
+
+        /**
+         * The pre-image stored with the entry (a copy), or null when there is none; fails when
+         * fullDocumentBeforeChange is "required" and there is none.
+         */
+        private Document beforeChangeOf(Document event, Document entry) {
+            Document preImage = (Document) entry.get("pre");
+            if (preImage == null && beforeChange.equals("required")) {
+                throw imageNotFound("pre", event);
+            }
+            return preImage == null ? null : preImage.cloneDeeply();
+        }
+
+        /**
+         * MongoDB's error for a required image that is missing: NoMatchingDocument (47), raised
+         * while the event is produced (the aggregate or getMore fails, not the opening of the
+         * stream). Messages from src/mongo/db/pipeline/document_source_change_stream_add_pre_image.cpp
+         * and ..._add_post_image.cpp (7.0, 8.0 and later 6.0 releases; 6.0.0 worded the post-image
+         * one "...for all update, delete and replace events..."), followed by the event's
+         * operationType, ns and clusterTime (makePreImageNotFoundErrorMsg).
+         */
+        private static MongoServerError imageNotFound(String which, Document event) {
+            String events = which.equals("pre") ? "update, delete and replace events" : "update events";
+            Document ns = (Document) event.get("ns");
+            BsonTimestamp ts = (BsonTimestamp) event.get("clusterTime");
+            String description = "{operationType: \"" + event.get("operationType") + "\", ns: {db: \""
+                    + ns.get("db") + "\", coll: \"" + ns.get("coll") + "\"}, clusterTime: Timestamp("
+                    + ts.getTime() + ", " + ts.getInc() + ")}";
+            return new MongoServerError(ErrorCodes.NO_MATCHING_DOCUMENT, "NoMatchingDocument",
+                    "Change stream was configured to require a " + which + "-image for all " + events
+                            + ", but the " + which + "-image was not found for event: " + description);
         }
     }
 

@@ -11,6 +11,12 @@
 //!   Collection, Database, or Deployment", "Modify Change Stream Output", "Lookup Full Document
 //!   for Update Operations", "Resume a Change Stream" (resumeAfter, startAfter,
 //!   startAtOperationTime) and "Resume Tokens".
+//! - "Change Streams with Document Pre- and Post-Images" (MongoDB 6.0+), a section of "Change
+//!   Streams":
+//!   <https://www.mongodb.com/docs/manual/changeStreams/#change-streams-with-document-pre--and-post-images>,
+//!   with the `fullDocument` / `fullDocumentBeforeChange` options of `db.collection.watch()`
+//!   (<https://www.mongodb.com/docs/manual/reference/method/db.collection.watch/>) and the
+//!   `changeStreamPreAndPostImages` option of `create` and `collMod`.
 //!
 //! Collections are named like the project's own (`customer.accounts`, `customer.orders`: names
 //! with dots) because that is where the stock test server lost events. The restart case is in
@@ -19,14 +25,18 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, Timestamp, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
-use mongodb::options::{FullDocumentType, ReturnDocument};
+use mongodb::error::{Error, ErrorKind};
+use mongodb::options::{
+    ChangeStreamPreAndPostImages, FullDocumentBeforeChangeType, FullDocumentType, ReturnDocument,
+};
 use mongodb::{Client, Collection, Database};
 use serde::de::DeserializeOwned;
-use storefront_tests::{eventually, stack, unique};
+use storefront_tests::{eventually, next_events, stack, unique};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -847,4 +857,348 @@ async fn writes_that_change_nothing_emit_nothing() {
         "only the first document of the ordered batch went in"
     );
     assert_next_is_sentinel(&mut stream, &coll).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre- and post-images ("Change Streams with Document Pre- and Post-Images", MongoDB 6.0+)
+// ---------------------------------------------------------------------------------------------
+
+/// Turns `changeStreamPreAndPostImages` on or off for an existing collection with `collMod`.
+async fn set_pre_and_post_images(db: &Database, collection: &str, enabled: bool) {
+    db.run_command(doc! {
+        "collMod": collection,
+        "changeStreamPreAndPostImages": { "enabled": enabled },
+    })
+    .await
+    .unwrap();
+}
+
+/// The server error's code and message.
+fn command_error(error: &Error) -> (i32, String) {
+    match error.kind.as_ref() {
+        ErrorKind::Command(command) => (command.code, command.message.clone()),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+/// Polls the stream until it fails; an event instead is a test failure.
+async fn next_error<T>(stream: &mut ChangeStream<T>) -> Error
+where
+    T: DeserializeOwned + Unpin + Send + Sync + std::fmt::Debug,
+{
+    eventually(
+        DEADLINE,
+        "the change stream to fail",
+        async || match stream.next_if_any().await {
+            Ok(None) => None,
+            Ok(Some(event)) => panic!("expected the stream to fail, got an event: {event:?}"),
+            Err(error) => Some(error),
+        },
+    )
+    .await
+}
+
+/// `customer(id)` with `contact.email` set to `email`.
+fn customer_with_email(id: ObjectId, email: &str) -> Document {
+    let mut document = customer(id);
+    document
+        .get_document_mut("contact")
+        .unwrap()
+        .insert("email", email);
+    document
+}
+
+/// "Change Streams with Document Pre- and Post-Images": with `changeStreamPreAndPostImages`
+/// enabled by `collMod`, `fullDocument: whenAvailable` gives each update event the post-image of
+/// that update: the document as the update left it. Two updates written before either event is
+/// read: the first event still shows the first update's state. "Lookup Full Document for Update
+/// Operations": `updateLookup` instead gives both events the document as it is when read (the
+/// second update's state), so the intermediate state is lost. That difference is why the
+/// connector uses post-images.
+#[tokio::test]
+async fn post_images_are_the_state_each_update_left_unlike_update_lookup() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let coll = accounts(&db);
+    let id = ObjectId::new();
+    coll.insert_one(customer(id)).await.unwrap();
+    set_pre_and_post_images(&db, coll.name(), true).await;
+    let mut post_images = coll
+        .watch()
+        .full_document(FullDocumentType::WhenAvailable)
+        .await
+        .unwrap();
+    let mut looked_up = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .await
+        .unwrap();
+
+    let set_email = |email: &str| doc! { "$set": { "contact.email": email } };
+    coll.update_one(doc! { "_id": id }, set_email("first@example.com"))
+        .await
+        .unwrap();
+    coll.update_one(doc! { "_id": id }, set_email("second@example.com"))
+        .await
+        .unwrap();
+    let first_state = customer_with_email(id, "first@example.com");
+    let second_state = customer_with_email(id, "second@example.com");
+
+    let events = next_events(&mut post_images, 2).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.operation_type == OperationType::Update),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[0].full_document.as_ref(),
+        Some(&first_state),
+        "the first update's post-image, although the second update had already happened"
+    );
+    assert_eq!(events[1].full_document.as_ref(), Some(&second_state));
+
+    let events = next_events(&mut looked_up, 2).await;
+    assert_eq!(
+        events[0].full_document.as_ref(),
+        Some(&second_state),
+        "updateLookup reads the document as it is now: the first update's state is gone"
+    );
+    assert_eq!(events[1].full_document.as_ref(), Some(&second_state));
+    assert_eq!(
+        events[0]
+            .update_description
+            .as_ref()
+            .unwrap()
+            .updated_fields,
+        doc! { "contact.email": "first@example.com" },
+        "updateDescription still describes its own update"
+    );
+}
+
+/// "Change Streams with Document Pre- and Post-Images": the option can be set when the
+/// collection is created (`createCollection` / `create`), and `listCollections`
+/// (`db.getCollectionInfos()`) reports it in `options`. With `required` for both images every
+/// event has them: the pre-image is the document before an update, replace or delete (none for
+/// an insert); the post-image is the document after an insert, replace or update (none for a
+/// delete).
+#[tokio::test]
+async fn created_with_the_option_every_event_has_its_required_images() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let name = "customer.orders";
+    db.create_collection(name)
+        .change_stream_pre_and_post_images(
+            ChangeStreamPreAndPostImages::builder()
+                .enabled(true)
+                .build(),
+        )
+        .await
+        .unwrap();
+    let collections: Vec<_> = db
+        .list_collections()
+        .filter(doc! { "name": name })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let spec = collections
+        .iter()
+        .find(|c| c.name == name)
+        .expect("listCollections lists the collection");
+    assert_eq!(
+        spec.options
+            .change_stream_pre_and_post_images
+            .as_ref()
+            .map(|o| o.enabled),
+        Some(true),
+        "{spec:?}"
+    );
+
+    let coll: Collection<Document> = db.collection(name);
+    let mut stream = coll
+        .watch()
+        .full_document(FullDocumentType::Required)
+        .full_document_before_change(FullDocumentBeforeChangeType::Required)
+        .await
+        .unwrap();
+    coll.insert_one(doc! { "_id": 1, "v": 0 }).await.unwrap();
+    coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 1 } })
+        .await
+        .unwrap();
+    coll.replace_one(doc! { "_id": 1 }, doc! { "w": 2 })
+        .await
+        .unwrap();
+    coll.find_one_and_update(doc! { "_id": 1 }, doc! { "$set": { "w": 3 } })
+        .await
+        .unwrap();
+    coll.delete_one(doc! { "_id": 1 }).await.unwrap();
+
+    let events = next_events(&mut stream, 5).await;
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.operation_type.clone(),
+                e.full_document_before_change.clone(),
+                e.full_document.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (OperationType::Insert, None, Some(doc! { "_id": 1, "v": 0 })),
+            (
+                OperationType::Update,
+                Some(doc! { "_id": 1, "v": 0 }),
+                Some(doc! { "_id": 1, "v": 1 })
+            ),
+            (
+                OperationType::Replace,
+                Some(doc! { "_id": 1, "v": 1 }),
+                Some(doc! { "_id": 1, "w": 2 })
+            ),
+            (
+                OperationType::Update,
+                Some(doc! { "_id": 1, "w": 2 }),
+                Some(doc! { "_id": 1, "w": 3 })
+            ),
+            (OperationType::Delete, Some(doc! { "_id": 1, "w": 3 }), None),
+        ]
+    );
+}
+
+/// "Change Streams with Document Pre- and Post-Images": images are not available for a change
+/// if the option was not enabled on the collection at the time of the update or delete.
+/// `whenAvailable` then gives `null` (the field is there, with no document); `required` makes the
+/// stream fail when it reaches such an event (MongoDB: NoMatchingDocument, code 47, "...but the
+/// post-image was not found for event: ..."), while an insert event, which carries its document,
+/// still comes through. Enabling the option later does not give earlier changes images; changes
+/// after it have them.
+#[tokio::test]
+async fn without_the_option_when_available_is_null_and_required_fails() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let coll = accounts(&db);
+    coll.insert_one(doc! { "_id": 1, "v": 0 }).await.unwrap();
+    let mut when_available = coll
+        .watch()
+        .full_document(FullDocumentType::WhenAvailable)
+        .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut required = coll
+        .watch()
+        .full_document(FullDocumentType::Required)
+        .await
+        .unwrap();
+
+    coll.insert_one(doc! { "_id": 2, "v": 0 }).await.unwrap();
+    // Read before the update: a batch that reaches the update fails as a whole (on MongoDB too).
+    let insert = next_events(&mut required, 1).await.remove(0);
+    assert_eq!(
+        insert.full_document,
+        Some(doc! { "_id": 2, "v": 0 }),
+        "an insert event carries its document whatever the option"
+    );
+    coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 1 } })
+        .await
+        .unwrap();
+    let error = next_error(&mut required).await;
+    let (code, message) = command_error(&error);
+    assert_eq!(code, 47, "NoMatchingDocument: {message}");
+    assert!(
+        message.contains("post-image was not found for event"),
+        "{message}"
+    );
+
+    set_pre_and_post_images(&db, coll.name(), true).await;
+    coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 2 } })
+        .await
+        .unwrap();
+    let events = next_n(&mut when_available, 3).await;
+    assert_eq!(events[0].get_str("operationType").unwrap(), "insert");
+    assert_eq!(
+        events[1].get("fullDocument"),
+        Some(&Bson::Null),
+        "no post-image: the option was off at the time of the update: {}",
+        events[1]
+    );
+    assert_eq!(
+        events[1].get("fullDocumentBeforeChange"),
+        Some(&Bson::Null),
+        "{}",
+        events[1]
+    );
+    assert_eq!(
+        events[2].get_document("fullDocument").unwrap(),
+        &doc! { "_id": 1, "v": 2 },
+        "the option was on at the time of the second update: {}",
+        events[2]
+    );
+    assert_eq!(
+        events[2].get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! { "_id": 1, "v": 1 },
+        "{}",
+        events[2]
+    );
+}
+
+/// `collMod` ("Change Streams with Document Pre- and Post-Images" sets the option with it) on a
+/// collection that does not exist fails with NamespaceNotFound (code 26); turning the option off
+/// removes it from `listCollections` and later updates have no post-image.
+#[tokio::test]
+async fn coll_mod_needs_the_collection_and_can_turn_images_off() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let missing = db
+        .run_command(doc! {
+            "collMod": "customer.missing",
+            "changeStreamPreAndPostImages": { "enabled": true },
+        })
+        .await
+        .expect_err("collMod of a missing collection must fail");
+    assert_eq!(
+        command_error(&missing).0,
+        26,
+        "NamespaceNotFound: {missing}"
+    );
+
+    let coll = accounts(&db);
+    coll.insert_one(doc! { "_id": 1, "v": 0 }).await.unwrap();
+    set_pre_and_post_images(&db, coll.name(), true).await;
+    set_pre_and_post_images(&db, coll.name(), false).await;
+    let collections: Vec<_> = db
+        .list_collections()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let spec = collections
+        .iter()
+        .find(|c| c.name == coll.name())
+        .expect("listCollections lists the collection");
+    assert!(
+        spec.options
+            .change_stream_pre_and_post_images
+            .as_ref()
+            .is_none_or(|o| !o.enabled),
+        "{spec:?}"
+    );
+
+    let mut stream = coll
+        .watch()
+        .full_document(FullDocumentType::WhenAvailable)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 1 } })
+        .await
+        .unwrap();
+    let event = next_n(&mut stream, 1).await.remove(0);
+    assert_eq!(event.get("fullDocument"), Some(&Bson::Null), "{event}");
 }
