@@ -35,7 +35,7 @@ use std::time::Duration;
 use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec};
 use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
-use storefront_plumbing::telemetry::TelemetryError;
+use storefront_plumbing::telemetry::{ComponentState, TelemetryError};
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::ConnectorConfig;
@@ -117,6 +117,14 @@ async fn work(
         snapshot = ?config.stream.snapshot,
         "connector starting"
     );
+    // Streams count in /health from the start: the process is not ready until every stream is
+    // open (and its snapshot done), whatever else is.
+    for namespace in &namespaces {
+        context.health.set(
+            &pipeline::component_name(namespace),
+            ComponentState::Starting,
+        );
+    }
     let Some(client) = context.connect_mongo(&config.mongo, APP_NAME).await? else {
         return Ok(());
     };
@@ -143,9 +151,14 @@ async fn work(
         shutdown: context.shutdown.clone(),
         health: context.health.clone(),
     };
+    // Every pipeline registers in /health before any runs, so the process is not reported ready
+    // while a stream is still opening.
+    let pipelines: Vec<StreamPipeline> = namespaces
+        .into_iter()
+        .map(|namespace| StreamPipeline::new(namespace, stream_context.clone()))
+        .collect();
     let mut streams = tokio::task::JoinSet::new();
-    for namespace in namespaces {
-        let pipeline = StreamPipeline::new(namespace, stream_context.clone());
+    for pipeline in pipelines {
         streams.spawn(pipeline.run());
     }
     tracing::info!("connector running");

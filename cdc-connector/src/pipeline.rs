@@ -201,8 +201,12 @@ enum Start {
 }
 
 impl StreamPipeline {
-    /// A pipeline for `namespace`; its checkpoint is named after the namespace.
+    /// A pipeline for `namespace`; its checkpoint is named after the namespace. It shows as
+    /// `starting` in `/health` from here until its stream is open.
     pub fn new(namespace: Namespace, context: StreamContext) -> Self {
+        context
+            .health
+            .set(&component_name(&namespace), ComponentState::Starting);
         let collection = context
             .client
             .database(&namespace.database)
@@ -229,7 +233,7 @@ impl StreamPipeline {
     }
 
     fn component(&self) -> String {
-        format!("stream {}", self.name)
+        component_name(&self.namespace)
     }
 
     fn mongo_error(&self, source: mongodb::error::Error) -> StreamError {
@@ -550,7 +554,9 @@ impl StreamPipeline {
             deliveries: Vec::new(),
             once_ids: Vec::new(),
         };
-        match self.mapper.map(&change) {
+        let mapped = self.mapper.map(&change);
+        tracing::debug!(stream = %self.name, kind = ?change.kind, position = %change.position, has_document = change.full_document.is_some(), events = mapped.as_ref().map_or(0, Vec::len), "change mapped");
+        match mapped {
             Ok(events) => {
                 for event in events {
                     if event.once_per_id {
@@ -773,6 +779,11 @@ impl StreamPipeline {
         self.last_saved = Instant::now();
         Ok(())
     }
+}
+
+/// The `/health` component of the stream of `namespace`.
+pub fn component_name(namespace: &Namespace) -> String {
+    format!("stream {namespace}")
 }
 
 fn operation_name(kind: ChangeKind) -> &'static str {
