@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, RawDocumentBuf, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::{Client, Collection};
@@ -139,7 +139,7 @@ struct Acked {
 pub struct StreamPipeline {
     name: String,
     namespace: Namespace,
-    collection: Collection<Document>,
+    collection: Collection<RawDocumentBuf>,
     client: Client,
     mapper: Arc<dyn ChangeMapper>,
     publisher: Arc<Publisher>,
@@ -308,14 +308,14 @@ impl StreamPipeline {
     async fn open(
         &self,
         token: Option<ResumeToken>,
-    ) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
+    ) -> Result<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>, mongodb::error::Error> {
         source::open(&self.collection, self.settings.full_document, token).await
     }
 
     async fn on_open_failure(
         &mut self,
         error: mongodb::error::Error,
-    ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>, StreamError> {
+    ) -> Result<Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>>, StreamError> {
         let Some(reason) = lost_history_reason(&error) else {
             return Err(self.mongo_error(error));
         };
@@ -338,7 +338,7 @@ impl StreamPipeline {
     /// Opens a stream at the current time, then publishes every existing document.
     async fn open_and_snapshot(
         &mut self,
-    ) -> Result<Option<ChangeStream<ChangeStreamEvent<Document>>>, StreamError> {
+    ) -> Result<Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>>, StreamError> {
         let position = self.current_cluster_time().await;
         let stream = self.open(None).await.map_err(|e| self.mongo_error(e))?;
         if !self.snapshot(position).await? {
@@ -399,7 +399,7 @@ impl StreamPipeline {
             let change = SourceChange {
                 namespace: self.namespace.clone(),
                 kind: ChangeKind::Snapshot,
-                document_id: document.get("_id").cloned().unwrap_or(Bson::Null),
+                document_id: raw_id(&document).unwrap_or(Bson::Null),
                 full_document: Some(document),
                 position,
                 time_ms: now_ms(),
@@ -422,7 +422,7 @@ impl StreamPipeline {
     /// Publishes what the reader task reads from `stream`, until shutdown.
     async fn follow(
         &mut self,
-        stream: ChangeStream<ChangeStreamEvent<Document>>,
+        stream: ChangeStream<ChangeStreamEvent<RawDocumentBuf>>,
     ) -> Result<(), StreamError> {
         // Room for a few server batches: enough to overlap reading with publishing, small enough
         // to bound memory (the in-flight limit bounds what is past this channel).
@@ -489,7 +489,7 @@ impl StreamPipeline {
     /// Handles one change event.
     async fn handle_event(
         &mut self,
-        event: ChangeStreamEvent<Document>,
+        event: ChangeStreamEvent<RawDocumentBuf>,
     ) -> Result<(), StreamError> {
         let kind = match event.operation_type {
             OperationType::Insert => ChangeKind::Insert,
@@ -526,9 +526,8 @@ impl StreamPipeline {
         let document_id = event
             .document_key
             .as_ref()
-            .and_then(|key| key.get("_id"))
-            .or_else(|| event.full_document.as_ref().and_then(|d| d.get("_id")))
-            .cloned()
+            .and_then(|key| key.get("_id").cloned())
+            .or_else(|| event.full_document.as_deref().and_then(raw_id))
             .unwrap_or(Bson::Null);
         self.metrics.change_read(position, time_ms, now_ms());
         let change = SourceChange {
@@ -675,7 +674,7 @@ impl StreamPipeline {
             namespace: self.namespace.clone(),
             kind: ChangeKind::Update,
             document_id: Bson::Null,
-            full_document: document,
+            full_document: document.and_then(|d| RawDocumentBuf::from_document(&d).ok()),
             position: SourcePosition::default(),
             time_ms: now_ms(),
         };
@@ -779,6 +778,12 @@ impl StreamPipeline {
         self.last_saved = Instant::now();
         Ok(())
     }
+}
+
+/// The `_id` of a raw document, when it has a readable one.
+fn raw_id(document: &mongodb::bson::RawDocument) -> Option<Bson> {
+    let value = document.get("_id").ok().flatten()?;
+    Bson::try_from(value.to_raw_bson()).ok()
 }
 
 /// The `/health` component of the stream of `namespace`.

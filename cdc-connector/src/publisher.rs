@@ -117,7 +117,13 @@ impl Publisher {
         reason: &str,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryFuture, PublishError> {
-        let document = change.full_document.clone().unwrap_or_else(|| {
+        // The raw document as it was read; a document whose BSON cannot even be decoded is
+        // represented by its `_id` alone (the reason says why).
+        let readable = change
+            .full_document
+            .as_deref()
+            .and_then(|raw| Document::try_from(raw).ok());
+        let document = readable.unwrap_or_else(|| {
             let mut key = Document::new();
             key.insert("_id", change.document_id.clone());
             key

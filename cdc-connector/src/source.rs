@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use mongodb::Collection;
-use mongodb::bson::Document;
+use mongodb::bson::RawDocumentBuf;
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::error::ErrorKind;
@@ -24,7 +24,7 @@ use crate::config::FullDocumentMode;
 
 /// Enables `changeStreamPreAndPostImages` on `collection`, creating it when missing.
 pub async fn enable_post_images(
-    collection: &Collection<Document>,
+    collection: &Collection<RawDocumentBuf>,
 ) -> Result<(), mongodb::error::Error> {
     const NAMESPACE_NOT_FOUND: i32 = 26;
     const NAMESPACE_EXISTS: i32 = 48;
@@ -64,7 +64,7 @@ fn command_code(error: &mongodb::error::Error) -> Option<i32> {
 #[derive(Debug)]
 pub enum SourceMessage {
     /// The next change event.
-    Change(Box<ChangeStreamEvent<Document>>),
+    Change(Box<ChangeStreamEvent<RawDocumentBuf>>),
     /// The stream had nothing new; its current resume token (a post-batch token on MongoDB) is
     /// safe to checkpoint once everything before it is acknowledged.
     Idle(Option<ResumeToken>),
@@ -121,10 +121,10 @@ pub fn lost_history_reason(error: &mongodb::error::Error) -> Option<String> {
 /// `token` when given (`startAfter`, which also accepts an invalidate's token), else at the
 /// current time.
 pub async fn open(
-    collection: &Collection<Document>,
+    collection: &Collection<RawDocumentBuf>,
     mode: FullDocumentMode,
     token: Option<ResumeToken>,
-) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
+) -> Result<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>, mongodb::error::Error> {
     let full_document = match mode {
         FullDocumentMode::PostImage => FullDocumentType::Required,
         FullDocumentMode::Lookup => FullDocumentType::UpdateLookup,
@@ -139,9 +139,9 @@ pub async fn open(
 /// Reads `stream` into `sink` until shutdown, the pipeline going away, or a fatal error.
 pub async fn read(
     name: String,
-    collection: Collection<Document>,
+    collection: Collection<RawDocumentBuf>,
     mode: FullDocumentMode,
-    mut stream: ChangeStream<ChangeStreamEvent<Document>>,
+    mut stream: ChangeStream<ChangeStreamEvent<RawDocumentBuf>>,
     sink: mpsc::Sender<SourceMessage>,
     idle_max: Duration,
     shutdown: CancellationToken,
@@ -227,13 +227,13 @@ pub async fn read(
 /// Reopens after `token`, retrying with backoff; `None` on shutdown or a fatal error (reported).
 async fn reopen(
     name: &str,
-    collection: &Collection<Document>,
+    collection: &Collection<RawDocumentBuf>,
     mode: FullDocumentMode,
     token: Option<ResumeToken>,
     sink: &mpsc::Sender<SourceMessage>,
     shutdown: &CancellationToken,
     failures: &mut Backoff,
-) -> Option<ChangeStream<ChangeStreamEvent<Document>>> {
+) -> Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>> {
     loop {
         match open(collection, mode, token.clone()).await {
             Ok(stream) => return Some(stream),

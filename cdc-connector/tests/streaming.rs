@@ -462,6 +462,9 @@ async fn kill_9_during_a_burst_loses_no_change() {
     writer.await.unwrap();
 
     let mut daemon = Daemon::spawn(binary, &args);
+    // Healthy before anything else: a SIGTERM that arrived before the process installed its
+    // handler would end it by the signal's default action.
+    until_healthy(file_config.http.listen).await;
     let expected: BTreeSet<String> = ids.iter().map(|id| id.to_hex()).collect();
     let records = reader
         .read_until(Duration::from_secs(180), "every change of the burst", |r| {

@@ -14,7 +14,7 @@
 //! - **Never silent.** A document that cannot be mapped is a [`MappingError`] whose message is the
 //!   reason a dead letter carries.
 
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::{Bson, Document, RawDocument, RawDocumentBuf};
 use storefront_schemas::metadata::{EventMetadata, SourcePosition};
 use storefront_schemas::topology::Namespace;
 
@@ -42,9 +42,11 @@ pub struct SourceChange {
     pub kind: ChangeKind,
     /// The document's `_id`.
     pub document_id: Bson,
-    /// The document after the change (`fullDocument`, looked up for updates). `None` for deletes,
-    /// and for updates of a document deleted before the lookup (a later delete event follows).
-    pub full_document: Option<Document>,
+    /// The document after the change (`fullDocument`: the recorded post-image, or looked up for
+    /// updates), as raw BSON so the hot path decodes it once, straight into typed documents.
+    /// `None` for deletes, and for updates of a document deleted before a lookup (a later delete
+    /// event follows).
+    pub full_document: Option<RawDocumentBuf>,
     /// The change's cluster time: orders changes to one document.
     pub position: SourcePosition,
     /// Wall-clock time of the change in epoch milliseconds (`wallTime`, or the cluster time's
@@ -134,11 +136,11 @@ impl From<DocumentError> for MappingError {
 /// whose post-image is gone because the document was deleted before the server looked it up.
 /// In that second case the delete's own change follows in the stream and supersedes this one,
 /// so mapping nothing loses nothing. Every other kind must carry its document.
-fn post_image(change: &SourceChange) -> Result<Option<&Document>, MappingError> {
+fn post_image(change: &SourceChange) -> Result<Option<&RawDocument>, MappingError> {
     match (change.kind, &change.full_document) {
         (ChangeKind::Delete, _) => Ok(None),
         (ChangeKind::Update, None) => Ok(None),
-        (_, Some(document)) => Ok(Some(document)),
+        (_, Some(document)) => Ok(Some(document.as_ref())),
         (ChangeKind::Snapshot | ChangeKind::Insert | ChangeKind::Replace, None) => {
             Err(MappingError::MissingField {
                 field: "fullDocument".to_owned(),
@@ -147,9 +149,28 @@ fn post_image(change: &SourceChange) -> Result<Option<&Document>, MappingError> 
     }
 }
 
-/// Reads a typed source document, naming the offending field on failure.
-fn read<T: serde::de::DeserializeOwned>(document: &Document) -> Result<T, MappingError> {
-    Ok(documents::from_document(document)?)
+/// Reads a typed source document straight from its raw bytes. Only when that fails is the
+/// document decoded again, more slowly, to name the offending field: errors are rare, speed on
+/// the good path is not.
+fn read<T: serde::de::DeserializeOwned>(document: &RawDocument) -> Result<T, MappingError> {
+    match mongodb::bson::from_slice(document.as_bytes()) {
+        Ok(value) => Ok(value),
+        Err(fast_error) => {
+            let tree = Document::try_from(document).map_err(|e| MappingError::InvalidField {
+                field: String::new(),
+                reason: e.to_string(),
+            })?;
+            match documents::from_document::<T>(&tree) {
+                Err(error) => Err(error.into()),
+                // Both decoders accept the same documents; should they ever disagree, the
+                // document is still refused, with the fast decoder's words.
+                Ok(_) => Err(MappingError::InvalidField {
+                    field: String::new(),
+                    reason: fast_error.to_string(),
+                }),
+            }
+        }
+    }
 }
 
 /// The hex form of an ObjectId `_id`; any other BSON type is an error.

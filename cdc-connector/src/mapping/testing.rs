@@ -3,7 +3,7 @@
 //! the golden fixtures of `schemas/fixtures/`.
 
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use storefront_schemas::documents::document_from_extended_json;
 use storefront_schemas::events::EventPayload;
 use storefront_schemas::metadata::SourcePosition;
@@ -48,7 +48,8 @@ pub fn change(
         namespace,
         kind,
         document_id,
-        full_document,
+        full_document: full_document
+            .map(|document| RawDocumentBuf::from_document(&document).unwrap()),
         position,
         time_ms: i64::from(position.seconds) * 1000 + 250,
     }
