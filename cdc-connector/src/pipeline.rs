@@ -430,10 +430,9 @@ impl StreamPipeline {
         let reader = tokio::spawn(source::read(
             self.name.clone(),
             self.collection.clone(),
-            self.settings.full_document,
             stream,
             sink,
-            Duration::from_millis(self.settings.idle_poll_max_ms),
+            self.settings.clone(),
             self.shutdown.clone(),
         ));
         // Acknowledgements arrive while the stream is quiet too; look at them regularly.

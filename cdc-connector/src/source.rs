@@ -20,7 +20,7 @@ use storefront_plumbing::retry::Backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::FullDocumentMode;
+use crate::config::{FullDocumentMode, StreamSettings};
 
 /// Enables `changeStreamPreAndPostImages` on `collection`, creating it when missing.
 pub async fn enable_post_images(
@@ -140,12 +140,13 @@ pub async fn open(
 pub async fn read(
     name: String,
     collection: Collection<RawDocumentBuf>,
-    mode: FullDocumentMode,
     mut stream: ChangeStream<ChangeStreamEvent<RawDocumentBuf>>,
     sink: mpsc::Sender<SourceMessage>,
-    idle_max: Duration,
+    settings: StreamSettings,
     shutdown: CancellationToken,
 ) {
+    let mode = settings.full_document;
+    let idle_max = Duration::from_millis(settings.idle_poll_max_ms);
     let mut idle = Backoff::new(Duration::from_millis(5), idle_max);
     let mut failures = Backoff::default();
     loop {
@@ -168,7 +169,15 @@ pub async fn read(
                 }
                 if invalidated {
                     // The collection was dropped or renamed; a new one of the same name streams
-                    // on from here.
+                    // on from here. A new collection has no post-images until they are enabled
+                    // again: do it now, creating the collection if nobody has yet, so its first
+                    // update already records one.
+                    if mode == FullDocumentMode::PostImage
+                        && settings.enable_post_images
+                        && let Err(error) = enable_post_images(&collection).await
+                    {
+                        tracing::warn!(stream = %name, %error, "re-enabling post-images after the collection was dropped failed");
+                    }
                     stream = match reopen(
                         &name,
                         &collection,

@@ -540,3 +540,155 @@ async fn a_lost_resume_token_stops_the_connector_or_resnapshots_by_policy() {
         .await;
     connector.stop().await;
 }
+
+/// Whether `namespace` exists with change-stream post-images enabled.
+async fn has_post_images(namespace: &Namespace) -> bool {
+    let database = stack().mongo_client().await.database(&namespace.database);
+    let listed = database
+        .run_command(doc! { "listCollections": 1, "filter": { "name": &namespace.collection } })
+        .await
+        .unwrap();
+    let batch = listed
+        .get_document("cursor")
+        .and_then(|cursor| cursor.get_array("firstBatch"))
+        .cloned()
+        .unwrap_or_default();
+    batch.iter().any(|entry| {
+        entry.as_document().is_some_and(|entry| {
+            entry.get_str("name") == Ok(namespace.collection.as_str())
+                && entry
+                    .get_document("options")
+                    .and_then(|o| o.get_document("changeStreamPreAndPostImages"))
+                    .and_then(|o| o.get_bool("enabled"))
+                    .unwrap_or(false)
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_dropped_collection_is_watched_again_when_it_comes_back() {
+    let config = test_config();
+    let connector = start(&config).await;
+    let customers = collection(&config.sources.accounts).await;
+    assert!(
+        has_post_images(&config.sources.accounts).await,
+        "enabled at start"
+    );
+    let before = ObjectId::new();
+    customers
+        .insert_one(customer(before, "Before"))
+        .await
+        .unwrap();
+    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
+    reader
+        .read_until(DEADLINE, "the customer before the drop", |r| !r.is_empty())
+        .await;
+
+    customers.drop().await.unwrap();
+    // After the invalidate the connector recreates the collection with post-images, so the
+    // application's next writes are captured exactly.
+    storefront_tests::eventually(DEADLINE, "post-images enabled again", async || {
+        has_post_images(&config.sources.accounts)
+            .await
+            .then_some(())
+    })
+    .await;
+    let after = ObjectId::new();
+    customers
+        .insert_one(customer(after, "After"))
+        .await
+        .unwrap();
+    customers
+        .update_one(
+            doc! { "_id": after },
+            doc! { "$set": { "name.firstName": "Updated" } },
+        )
+        .await
+        .unwrap();
+    let records = reader
+        .read_until(DEADLINE, "the customer's update after the drop", |r| {
+            r.iter()
+                .filter(|r| r.key.as_deref() == Some(after.to_hex().as_str()))
+                .count()
+                >= 2
+        })
+        .await
+        .to_vec();
+    connector.stop().await;
+    let last = records.last().unwrap().json();
+    assert_eq!(last["name"]["firstName"], "Updated");
+}
+
+#[tokio::test]
+async fn wrong_types_and_oversized_events_are_dead_letters_with_reasons() {
+    let mut config = test_config();
+    config.stream.max_event_bytes = 4096;
+    let connector = start(&config).await;
+    let customers = collection(&config.sources.accounts).await;
+    let wrong_type = ObjectId::new();
+    let mut numbered = customer(wrong_type, "Typed");
+    numbered.insert("contact", 42);
+    customers.insert_one(numbered).await.unwrap();
+    let oversized = ObjectId::new();
+    customers
+        .insert_one(customer(oversized, &"x".repeat(5000)))
+        .await
+        .unwrap();
+    let fine = ObjectId::new();
+    customers.insert_one(customer(fine, "Fine")).await.unwrap();
+
+    let mut dead = TopicReader::new(&[&config.stream.dead_letter_topic]);
+    let letters = dead
+        .read_until(DEADLINE, "two dead letters", |r| r.len() >= 2)
+        .await
+        .to_vec();
+    let mut events = TopicReader::new(&[&config.topics.customer_change]);
+    events
+        .read_until(DEADLINE, "the fine customer", |r| {
+            keys(r).contains(&fine.to_hex())
+        })
+        .await;
+    let (status, metrics) = storefront_tests::http_get(connector.connector.http_addr, "/metrics")
+        .await
+        .unwrap();
+    connector.stop().await;
+
+    let reason_for = |id: ObjectId| {
+        letters
+            .iter()
+            .find(|l| l.json()["_id"]["$oid"] == id.to_hex())
+            .map(|l| l.header("dlq_reason").to_owned())
+            .unwrap_or_else(|| panic!("no dead letter for {id}"))
+    };
+    assert!(
+        reason_for(wrong_type).contains("contact"),
+        "{}",
+        reason_for(wrong_type)
+    );
+    assert!(
+        reason_for(oversized).contains("max_event_bytes"),
+        "{}",
+        reason_for(oversized)
+    );
+    assert_eq!(status, 200);
+    let accounts = config.sources.accounts.to_string();
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&accounts))
+            .unwrap_or_else(|| panic!("no {name} for {accounts} in:\n{metrics}"))
+            .to_owned()
+    };
+    assert!(
+        line("cdc_dead_letters_total").ends_with(" 2"),
+        "{}",
+        line("cdc_dead_letters_total")
+    );
+    assert!(
+        line("cdc_changes_read_total").ends_with(" 3"),
+        "{}",
+        line("cdc_changes_read_total")
+    );
+    line("cdc_checkpoint_age_seconds");
+    line("cdc_seconds_behind_source");
+}
