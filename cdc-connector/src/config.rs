@@ -50,6 +50,9 @@ pub struct ConnectorConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
+    /// Which of the `sources` to watch (default: all three). A deployment can split them across
+    /// connector instances, each with its own checkpoints.
+    pub watch: Vec<WatchedSource>,
     /// When to publish the documents that already exist: `initial` (when a stream has no
     /// checkpoint), `never` (stream from now on), `always` (at every start).
     pub snapshot: SnapshotMode,
@@ -91,6 +94,7 @@ pub enum FullDocumentMode {
 impl Default for StreamSettings {
     fn default() -> Self {
         Self {
+            watch: WatchedSource::ALL.to_vec(),
             snapshot: SnapshotMode::Initial,
             on_lost_history: LostHistoryPolicy::Fail,
             max_in_flight: 10_000,
@@ -99,6 +103,36 @@ impl Default for StreamSettings {
             dead_letter_topic: "storefront-cdc.connector.dead-letter".to_owned(),
             full_document: FullDocumentMode::PostImage,
             enable_post_images: true,
+        }
+    }
+}
+
+/// One of the storefront's source collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchedSource {
+    /// `sources.accounts`.
+    Accounts,
+    /// `sources.orders`.
+    Orders,
+    /// `sources.fulfillment`.
+    Fulfillment,
+}
+
+impl WatchedSource {
+    /// Every source.
+    pub const ALL: [WatchedSource; 3] = [
+        WatchedSource::Accounts,
+        WatchedSource::Orders,
+        WatchedSource::Fulfillment,
+    ];
+
+    /// The namespace of this source in `sources`.
+    pub fn namespace(self, sources: &StorefrontNamespaces) -> &Namespace {
+        match self {
+            WatchedSource::Accounts => &sources.accounts,
+            WatchedSource::Orders => &sources.orders,
+            WatchedSource::Fulfillment => &sources.fulfillment,
         }
     }
 }
@@ -206,6 +240,15 @@ impl Validate for ConnectorConfig {
                 key_path("new_topics", "partitions")
             ));
         }
+        if self.stream.watch.is_empty() {
+            problems.push("stream.watch must name at least one source".into());
+        }
+        let mut watched = self.stream.watch.clone();
+        watched.sort();
+        watched.dedup();
+        if watched.len() != self.stream.watch.len() {
+            problems.push("stream.watch names a source twice".into());
+        }
         if self.stream.max_in_flight == 0 {
             problems.push("stream.max_in_flight must be at least 1".into());
         }
@@ -308,6 +351,28 @@ mod tests {
         assert_eq!(config.sources.orders.collection, "customer.orders");
         assert_eq!(config.new_topics.partitions, 6);
         assert_eq!(config.new_topics.replication_factor, 1);
+    }
+
+    #[test]
+    fn watch_selects_sources_and_refuses_none_or_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[stream]\nwatch = [\"orders\"]\n").unwrap();
+        let config: ConnectorConfig =
+            load(Some(&path), "CDC_CONNECTOR_TEST_", Overrides::default()).unwrap();
+        assert_eq!(config.stream.watch, [WatchedSource::Orders]);
+        assert_eq!(
+            WatchedSource::Orders.namespace(&config.sources).collection,
+            "customer.orders"
+        );
+        for bad in ["[]", "[\"orders\", \"orders\"]"] {
+            std::fs::write(&path, format!("[stream]\nwatch = {bad}\n")).unwrap();
+            let error =
+                load::<ConnectorConfig>(Some(&path), "CDC_CONNECTOR_TEST_", Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+            assert!(error.contains("stream.watch"), "{bad}: {error}");
+        }
     }
 
     #[test]

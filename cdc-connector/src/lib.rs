@@ -36,6 +36,7 @@ use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec};
 use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
 use storefront_plumbing::telemetry::{ComponentState, TelemetryError};
+use storefront_schemas::topology::Namespace;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::ConnectorConfig;
@@ -105,15 +106,15 @@ async fn work(
     mapper: Arc<dyn ChangeMapper>,
     context: ProcessContext,
 ) -> Result<(), ConnectorError> {
-    let namespaces = [
-        config.sources.accounts.clone(),
-        config.sources.orders.clone(),
-        config.sources.fulfillment.clone(),
-    ];
+    let namespaces: Vec<Namespace> = config
+        .stream
+        .watch
+        .iter()
+        .map(|source| source.namespace(&config.sources).clone())
+        .collect();
+    let watched: Vec<String> = namespaces.iter().map(Namespace::to_string).collect();
     tracing::info!(
-        accounts = %namespaces[0],
-        orders = %namespaces[1],
-        fulfillment = %namespaces[2],
+        watched = ?watched,
         snapshot = ?config.stream.snapshot,
         "connector starting"
     );
