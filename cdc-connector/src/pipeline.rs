@@ -126,6 +126,13 @@ struct Pending {
     once_ids: Vec<String>,
 }
 
+/// An event the broker refused as larger than the topic allows.
+struct TooLarge {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+}
+
 /// What to checkpoint next: the newest token whose change, and every earlier one, is acknowledged.
 #[derive(Debug, Default)]
 struct Acked {
@@ -637,7 +644,7 @@ impl StreamPipeline {
             rdkafka::producer::future_producer::OwnedDeliveryResult,
             futures::channel::oneshot::Canceled,
         >,
-    ) -> Result<Option<(String, Vec<u8>)>, StreamError> {
+    ) -> Result<Option<TooLarge>, StreamError> {
         match outcome {
             Ok(Ok(_)) => Ok(None),
             Ok(Err((
@@ -645,10 +652,11 @@ impl StreamPipeline {
                 message,
             ))) => {
                 use rdkafka::message::Message;
-                Ok(Some((
-                    message.topic().to_owned(),
-                    message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                )))
+                Ok(Some(TooLarge {
+                    topic: message.topic().to_owned(),
+                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                }))
             }
             Ok(Err((source, _))) => Err(StreamError::Delivery {
                 stream: self.name.clone(),
@@ -661,18 +669,24 @@ impl StreamPipeline {
         }
     }
 
+    /// A dead letter in place of an event the broker refused as too large: the event's JSON as
+    /// the document, its key as the id (the source document is no longer at hand here).
     async fn replace_too_large(
         &mut self,
-        topic: String,
-        payload: Vec<u8>,
+        refused: TooLarge,
     ) -> Result<DeliveryFuture, StreamError> {
+        let TooLarge {
+            topic,
+            key,
+            payload,
+        } = refused;
         let document = serde_json::from_slice::<serde_json::Value>(&payload)
             .ok()
             .and_then(|json| mongodb::bson::to_document(&json).ok());
         let change = SourceChange {
             namespace: self.namespace.clone(),
             kind: ChangeKind::Update,
-            document_id: Bson::Null,
+            document_id: Bson::String(key),
             full_document: document.and_then(|d| RawDocumentBuf::from_document(&d).ok()),
             position: SourcePosition::default(),
             time_ms: now_ms(),
@@ -698,8 +712,8 @@ impl StreamPipeline {
             let front_done = front.deliveries.is_empty();
             self.in_flight_records -= outcomes.len();
             for outcome in outcomes {
-                if let Some((topic, payload)) = self.check_delivery(outcome)? {
-                    let replacement = self.replace_too_large(topic, payload).await?;
+                if let Some(refused) = self.check_delivery(outcome)? {
+                    let replacement = self.replace_too_large(refused).await?;
                     if let Some(front) = self.in_flight.front_mut() {
                         front.deliveries.push(replacement);
                     }
@@ -740,8 +754,8 @@ impl StreamPipeline {
         while let Some(delivery) = front.deliveries.pop() {
             let outcome = delivery.await;
             self.in_flight_records -= 1;
-            if let Some((topic, payload)) = self.check_delivery(outcome)? {
-                let replacement = self.replace_too_large(topic, payload).await?;
+            if let Some(refused) = self.check_delivery(outcome)? {
+                let replacement = self.replace_too_large(refused).await?;
                 front.deliveries.push(replacement);
                 self.in_flight_records += 1;
             }
