@@ -145,117 +145,130 @@ pub async fn read(
     settings: StreamSettings,
     shutdown: CancellationToken,
 ) {
-    let mode = settings.full_document;
-    let idle_max = Duration::from_millis(settings.idle_poll_max_ms);
-    let mut idle = Backoff::new(Duration::from_millis(5), idle_max);
-    let mut failures = Backoff::default();
+    let mut reader = Reader {
+        name,
+        collection,
+        sink,
+        settings,
+        shutdown,
+        failures: Backoff::default(),
+    };
+    let mut idle = Backoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(reader.settings.idle_poll_max_ms),
+    );
     loop {
         let polled = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = reader.shutdown.cancelled() => return,
             polled = stream.next_if_any() => polled,
         };
-        let message = match polled {
+        let reopen_after = match polled {
             Ok(Some(event)) => {
                 idle.reset();
-                failures.reset();
+                reader.failures.reset();
                 let invalidated = event.operation_type == OperationType::Invalidate;
                 let token = event.id.clone();
-                if sink
+                if reader
+                    .sink
                     .send(SourceMessage::Change(Box::new(event)))
                     .await
                     .is_err()
                 {
                     return;
                 }
-                if invalidated {
-                    // The collection was dropped or renamed; a new one of the same name streams
-                    // on from here. A new collection has no post-images until they are enabled
-                    // again: do it now, creating the collection if nobody has yet, so its first
-                    // update already records one.
-                    if mode == FullDocumentMode::PostImage
-                        && settings.enable_post_images
-                        && let Err(error) = enable_post_images(&collection).await
-                    {
-                        tracing::warn!(stream = %name, %error, "re-enabling post-images after the collection was dropped failed");
-                    }
-                    stream = match reopen(
-                        &name,
-                        &collection,
-                        mode,
-                        Some(token),
-                        &sink,
-                        &shutdown,
-                        &mut failures,
-                    )
+                if !invalidated {
+                    continue;
+                }
+                // The collection was dropped or renamed; a new one of the same name streams on
+                // from here. A new collection has no post-images until they are enabled again:
+                // do it now, creating the collection if nobody has yet, so its first update
+                // already records one.
+                reader.reenable_post_images().await;
+                Some(token)
+            }
+            Ok(None) => {
+                if reader
+                    .sink
+                    .send(SourceMessage::Idle(stream.resume_token()))
                     .await
-                    {
-                        Some(stream) => stream,
-                        None => return,
-                    };
+                    .is_err()
+                {
+                    return;
+                }
+                let pause = idle.next_delay();
+                tokio::select! {
+                    () = reader.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
                 }
                 continue;
             }
-            Ok(None) => SourceMessage::Idle(stream.resume_token()),
             Err(error) => {
-                if let Some(fatal) = fatal_source_error(&error) {
-                    let _ = sink.send(SourceMessage::Failed(fatal)).await;
+                if reader.report_if_fatal(&error).await {
                     return;
                 }
                 // The driver already resumed once on a resumable error. Reopen after the last
                 // change read (not the last checkpoint: those changes are already in flight).
-                tracing::warn!(stream = %name, %error, "change stream failed; reopening");
-                let token = stream.resume_token();
-                stream = match reopen(
-                    &name,
-                    &collection,
-                    mode,
-                    token,
-                    &sink,
-                    &shutdown,
-                    &mut failures,
-                )
-                .await
-                {
-                    Some(stream) => stream,
-                    None => return,
-                };
-                continue;
+                tracing::warn!(stream = %reader.name, %error, "change stream failed; reopening");
+                stream.resume_token()
             }
         };
-        if sink.send(message).await.is_err() {
-            return;
-        }
-        let pause = idle.next_delay();
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+        match reader.reopen(reopen_after).await {
+            Some(reopened) => stream = reopened,
+            None => return,
         }
     }
 }
 
-/// Reopens after `token`, retrying with backoff; `None` on shutdown or a fatal error (reported).
-async fn reopen(
-    name: &str,
-    collection: &Collection<RawDocumentBuf>,
-    mode: FullDocumentMode,
-    token: Option<ResumeToken>,
-    sink: &mpsc::Sender<SourceMessage>,
-    shutdown: &CancellationToken,
-    failures: &mut Backoff,
-) -> Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>> {
-    loop {
-        match open(collection, mode, token.clone()).await {
-            Ok(stream) => return Some(stream),
-            Err(error) => {
-                if let Some(fatal) = fatal_source_error(&error) {
-                    let _ = sink.send(SourceMessage::Failed(fatal)).await;
-                    return None;
-                }
-                let pause = failures.next_delay();
-                tracing::warn!(stream = %name, %error, retry_in_ms = pause.as_millis() as u64, "reopening the change stream failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    () = tokio::time::sleep(pause) => {}
+/// The reader task's state besides the stream itself.
+struct Reader {
+    name: String,
+    collection: Collection<RawDocumentBuf>,
+    sink: mpsc::Sender<SourceMessage>,
+    settings: StreamSettings,
+    shutdown: CancellationToken,
+    failures: Backoff,
+}
+
+impl Reader {
+    /// Passes a fatal `error` on to the pipeline; `true` when it was one.
+    async fn report_if_fatal(&self, error: &mongodb::error::Error) -> bool {
+        match fatal_source_error(error) {
+            Some(fatal) => {
+                let _ = self.sink.send(SourceMessage::Failed(fatal)).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn reenable_post_images(&self) {
+        if self.settings.full_document == FullDocumentMode::PostImage
+            && self.settings.enable_post_images
+            && let Err(error) = enable_post_images(&self.collection).await
+        {
+            tracing::warn!(stream = %self.name, %error, "re-enabling post-images after the collection was dropped failed");
+        }
+    }
+
+    /// Reopens after `token`, retrying with backoff; `None` on shutdown or a fatal error
+    /// (reported).
+    async fn reopen(
+        &mut self,
+        token: Option<ResumeToken>,
+    ) -> Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>> {
+        loop {
+            match open(&self.collection, self.settings.full_document, token.clone()).await {
+                Ok(stream) => return Some(stream),
+                Err(error) => {
+                    if self.report_if_fatal(&error).await {
+                        return None;
+                    }
+                    let pause = self.failures.next_delay();
+                    tracing::warn!(stream = %self.name, %error, retry_in_ms = pause.as_millis() as u64, "reopening the change stream failed");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
         }
