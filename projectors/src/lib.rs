@@ -1,26 +1,69 @@
 //! projectors: consume the storefront's domain events and maintain the denormalized copies in the
 //! other services' collections.
 //!
-//! - [`config`]: the projectors' configuration and the list of projectors.
-//! - [`run`] / [`start`]: the process entry point, which takes its shutdown signal as a future so
+//! ```text
+//!  accounts.customer.change ─┐                                   ┌─> customer.orders
+//!  fulfillment.order.change ─┼─> runner ─> apply ─> projection ─> store ─┤
+//!  orders.order.fulfill ─────┘   (batch,    (decode, (pure ops)   (bulk    └─> fulfillment.requests
+//!                                 commit)    retry)                writes)
+//!                                   └──────> dead letters (poison, refused writes)
+//! ```
+//!
+//! - [`config`]: the configuration and the list of projectors.
+//! - [`event`]: Kafka records to typed events, or the reason they are poison (pure).
+//! - [`projection`]: events to guarded, idempotent writes, one module per read model.
+//! - [`store`]: unordered multi-statement `update` commands and their per-statement outcomes.
+//! - [`dead_letter`]: the dead-letter producer (original bytes, reason and origin as headers).
+//! - [`apply`]: one batch: decode, project, write, dead-letter, retry transient failures.
+//! - [`runner`]: the live consumer loop: batches, stored offsets, commits, rebalances, lag.
+//! - [`rebuild`](mod@rebuild): `projectors rebuild`: replay the retained topics into the projection.
+//! - [`topics`]: the topics and the retention a rebuild needs; creating the missing ones.
+//! - [`metrics`]: the projectors' metrics.
+//! - [`start`] / [`run`]: the process entry point, which takes its shutdown signal as a future so
 //!   tests can run projectors in-process.
 //!
-//! Today the process connects to MongoDB and Kafka (retrying while either is unreachable), reports
-//! `/health` and `/metrics`, and stops cleanly on SIGTERM or SIGINT. Consumption and the
-//! projections build on this frame.
+//! # Guarantees
+//! - **No loss.** An offset is committed only after the MongoDB write of its record succeeded or
+//!   the record's dead letter was acknowledged ([`runner`]).
+//! - **Duplicates, replays and reordering are harmless.** Every write is idempotent and guarded
+//!   by the event's source position ([`projection`]).
+//! - **Never stuck, never silent.** A record that cannot be applied goes to the dead-letter topic
+//!   with its reason and the rest flows on; transient failures are retried with capped backoff
+//!   and jitter while `/health` names the failing component ([`apply`]).
+//! - **No loops.** The projections write only fields no event of their own kind is derived from
+//!   ([`projection::orders`], [`projection::fulfillment`]).
+//! - **Replayable.** [`rebuild()`] re-derives a projection from the retained topics.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
+pub mod apply;
 pub mod config;
+pub mod dead_letter;
+pub mod event;
+pub mod metrics;
+pub mod projection;
+pub mod rebuild;
+pub mod runner;
+pub mod store;
+pub mod topics;
 
 use std::future::Future;
+use std::time::Duration;
 
 use storefront_plumbing::kafka::KafkaSetupError;
 use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
-use storefront_plumbing::telemetry::TelemetryError;
+use storefront_plumbing::telemetry::{ComponentState, Health, TelemetryError};
+use tokio_util::sync::CancellationToken;
 
+use crate::apply::Applier;
 use crate::config::{Projector, ProjectorsConfig};
+use crate::dead_letter::DeadLetters;
+use crate::projection::Projection;
+use crate::runner::RunnerError;
+use crate::store::Store;
+
+pub use crate::rebuild::{RebuildError, RebuildReport, rebuild};
 
 /// The name the projectors give themselves in MongoDB and Kafka client ids.
 pub const APP_NAME: &str = "storefront-projectors";
@@ -28,7 +71,7 @@ pub const APP_NAME: &str = "storefront-projectors";
 /// Why the projectors stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
-    /// Logging, metrics or the HTTP endpoint could not start.
+    /// Logging, metrics or the HTTP endpoint could not start. Not retryable.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
     /// MongoDB could not be used.
@@ -37,6 +80,21 @@ pub enum ProjectorError {
     /// Kafka could not be used.
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
+    /// A projector stopped with an error.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}
+
+impl ProjectorError {
+    /// Whether restarting the process later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Telemetry(_) => false,
+            Self::Mongo(error) => error.is_retryable(),
+            Self::Kafka(error) => error.is_retryable(),
+            Self::Runner(error) => error.is_retryable(),
+        }
+    }
 }
 
 /// Projectors running in the background.
@@ -64,6 +122,47 @@ pub async fn run(
     start(config, projectors, shutdown).await?.wait().await
 }
 
+/// Creates the missing topics; returns the existing ones whose settings do not keep what a
+/// rebuild needs.
+pub async fn setup_topics(
+    config: &ProjectorsConfig,
+) -> Result<Vec<topics::Mismatch>, KafkaSetupError> {
+    topics::ensure(config, APP_NAME).await
+}
+
+/// The batch applier of `projector`, writing through `client`.
+pub fn build_applier(
+    config: &ProjectorsConfig,
+    projector: Projector,
+    client: &mongodb::Client,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<Applier, KafkaSetupError> {
+    let target = config.target(projector);
+    let store = Store::new(
+        client.database(&target.database),
+        &target.collection,
+        config.apply.batch_size,
+        Duration::from_millis(config.apply.write_timeout_ms),
+    );
+    let dead_letters = DeadLetters::new(
+        &config.kafka,
+        APP_NAME,
+        &config.apply.dead_letter_topic,
+        projector,
+    )?;
+    Ok(Applier::new(
+        projector,
+        config.topics.clone(),
+        Projection::for_projector(projector, config),
+        store,
+        dead_letters,
+        &config.apply,
+        health,
+        shutdown,
+    ))
+}
+
 async fn work(
     config: ProjectorsConfig,
     projectors: Vec<Projector>,
@@ -71,7 +170,12 @@ async fn work(
 ) -> Result<(), ProjectorError> {
     let names: Vec<&str> = projectors.iter().map(|p| p.name()).collect();
     tracing::info!(projectors = ?names, "projectors starting");
-    let Some(_client) = context.connect_mongo(&config.mongo, APP_NAME).await? else {
+    for projector in &projectors {
+        context
+            .health
+            .set(&runner::component(*projector), ComponentState::Starting);
+    }
+    let Some(client) = context.connect_mongo(&config.mongo, APP_NAME).await? else {
         return Ok(());
     };
     if context
@@ -81,8 +185,44 @@ async fn work(
     {
         return Ok(());
     }
-    tracing::info!("projectors ready");
-    context.shutdown.cancelled().await;
+    for mismatch in setup_topics(&config).await? {
+        tracing::warn!(%mismatch, "topic settings do not keep everything a rebuild needs");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for projector in projectors {
+        let applier = build_applier(
+            &config,
+            projector,
+            &client,
+            context.health.clone(),
+            context.shutdown.clone(),
+        )?;
+        if projector == Projector::Orders {
+            // Status events find their order by guid: without this index every one scans the
+            // collection on MongoDB. Creating an index that exists is a no-op.
+            if let Err(error) = applier.store().ensure_index("orders.guid").await {
+                tracing::warn!(%error, target = %config.targets.orders, "index on orders.guid not created; status updates scan the collection");
+            }
+        }
+        let config = config.clone();
+        let health = context.health.clone();
+        let shutdown = context.shutdown.clone();
+        tasks.spawn(async move {
+            runner::run(&config, projector, APP_NAME, applier, health, shutdown).await
+        });
+    }
+    tracing::info!("projectors running");
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let outcome =
+            joined.unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()));
+        if let Err(error) = outcome {
+            tracing::error!(%error, "projector stopped; stopping the others");
+            // One failed projector stops the process: they finish their batch and commit.
+            context.shutdown.cancel();
+            first_error.get_or_insert(error);
+        }
+    }
     tracing::info!("projectors stopped");
-    Ok(())
+    first_error.map_or(Ok(()), |error| Err(error.into()))
 }

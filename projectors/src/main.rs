@@ -2,6 +2,9 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use storefront_plumbing::cli::CommonArgs;
 use storefront_plumbing::config;
@@ -30,11 +33,22 @@ enum Command {
         #[arg(value_enum)]
         projectors: Vec<Projector>,
     },
+    /// Re-derive a projection from the retained topics, in place, then leave the projector's
+    /// consumer group at the replayed end. Every instance of that projector must be stopped
+    /// first; start them again afterwards.
+    Rebuild {
+        /// The projection to rebuild.
+        #[arg(value_enum)]
+        projector: Projector,
+    },
+    /// Create the missing topics with the settings a rebuild needs, and report existing topics
+    /// whose settings differ (exit status 1 if any does).
+    SetupTopics,
     /// Load and validate the configuration, print it with secrets redacted, and exit.
     CheckConfig,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config: ProjectorsConfig = config::load(
         cli.common.config.as_deref(),
@@ -44,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig => {
             print!("{}", config::to_toml(&config.redacted())?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run { mut projectors } => {
             if projectors.is_empty() {
@@ -58,7 +72,46 @@ fn main() -> anyhow::Result<()> {
                 projectors,
                 storefront_plumbing::shutdown::termination_signal(),
             ))?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild { projector } => {
+            storefront_plumbing::telemetry::init_logging(&config.log)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(projectors::rebuild(
+                config,
+                projector,
+                storefront_plumbing::shutdown::termination_signal(),
+                std::io::stderr().is_terminal(),
+            ))?;
+            let replayed = &report.replayed;
+            println!(
+                "rebuilt {projector}: {} records in {:.1} s ({} applied, {} stale, {} duplicate, \
+                 {} dead letters); guards cleared in {} documents",
+                replayed.total(),
+                report.elapsed.as_secs_f64(),
+                replayed.applied,
+                replayed.stale,
+                replayed.duplicates,
+                replayed.dead_letters,
+                report.guards_reset,
+            );
+            for mismatch in &report.mismatches {
+                println!("warning: {mismatch}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SetupTopics => {
+            storefront_plumbing::telemetry::init_logging(&config.log)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let mismatches = runtime.block_on(projectors::setup_topics(&config))?;
+            if mismatches.is_empty() {
+                println!("every topic exists with the settings a rebuild needs");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for mismatch in &mismatches {
+                println!("{mismatch}");
+            }
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -1,0 +1,344 @@
+//! Applying one batch of records: decode, project, write, dead-letter, retry.
+//!
+//! ```text
+//! records --decode--> events ---------> projection.apply(store) --> outcomes
+//!            \--> poison                                    \--> refused writes
+//!                   \___________________ dead letters (acknowledged) ________/
+//! ```
+//!
+//! # Delivery guarantees
+//! [`Applier::apply`] returns `Ok(Some(_))` only when every event of the batch is in MongoDB
+//! (applied, or already there) or its dead letter is acknowledged by Kafka: the caller may then
+//! store the batch's offsets. Nothing is committed otherwise.
+//!
+//! # Retries
+//! Transient failures (MongoDB unreachable, stepping down, a timeout, Kafka not acknowledging a
+//! dead letter) are retried with capped exponential backoff and jitter ([`Backoff`]), forever,
+//! while `/health` shows the failing component (`mongo` or `kafka`) and
+//! `projector_retries_total` counts. Every write is idempotent, so retrying a batch that was
+//! partly applied is harmless. A write already sent is allowed to finish at shutdown; only the
+//! pause between attempts is cut short, and then the batch is abandoned uncommitted
+//! (`Ok(None)`): the next owner of its partitions applies it again. A permanent failure
+//! (MongoDB refusing the command itself) returns [`ApplyError`] and stops the projector.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use storefront_plumbing::retry::Backoff;
+use storefront_plumbing::telemetry::{ComponentState, Health};
+use storefront_schemas::topology::StorefrontTopics;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ApplySettings, Projector};
+use crate::dead_letter::DeadLetters;
+use crate::event::{self, Event, Poison};
+use crate::metrics;
+use crate::projection::{Outcome, Plan, Projection};
+use crate::store::{Store, StoreError};
+
+/// Why a batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// MongoDB refused the writes in a way retrying cannot fix.
+    #[error("projector {projector}: {source}")]
+    Store {
+        /// The projector.
+        projector: Projector,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl ApplyError {
+    /// Whether retrying later can succeed: never, the applier already retried everything
+    /// transient.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// What became of a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Events that changed a document.
+    pub applied: u64,
+    /// Events already superseded.
+    pub stale: u64,
+    /// Events applied before.
+    pub duplicates: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+}
+
+impl BatchSummary {
+    /// Every record of the batch.
+    pub fn total(&self) -> u64 {
+        self.applied + self.stale + self.duplicates + self.dead_letters
+    }
+}
+
+/// A batch decoded and planned, ready to be written.
+#[derive(Debug)]
+pub struct Prepared {
+    records: Vec<OwnedMessage>,
+    decoded: Vec<Result<Event, Poison>>,
+    plan: Plan,
+}
+
+impl Prepared {
+    /// The batch's records, in consumption order.
+    pub fn records(&self) -> &[OwnedMessage] {
+        &self.records
+    }
+}
+
+/// Applies batches for one projector.
+#[derive(Debug)]
+pub struct Applier {
+    projector: Projector,
+    topics: StorefrontTopics,
+    projection: Projection,
+    store: Store,
+    dead_letters: DeadLetters,
+    retry_initial: Duration,
+    retry_max: Duration,
+    health: Health,
+    shutdown: CancellationToken,
+}
+
+impl Applier {
+    /// An applier writing with `store` and dead-lettering with `dead_letters`.
+    #[allow(clippy::too_many_arguments)] // one call site per binary mode; a builder adds nothing
+    pub fn new(
+        projector: Projector,
+        topics: StorefrontTopics,
+        projection: Projection,
+        store: Store,
+        dead_letters: DeadLetters,
+        settings: &ApplySettings,
+        health: Health,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            projector,
+            topics,
+            projection,
+            store,
+            dead_letters,
+            retry_initial: Duration::from_millis(settings.retry_initial_ms),
+            retry_max: Duration::from_millis(settings.retry_max_ms),
+            health,
+            shutdown,
+        }
+    }
+
+    /// The projection applied.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// The store written.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Decodes and plans `records` (one batch, in consumption order): CPU only, no I/O, so the
+    /// runner does it for the next batch while the current one is being written.
+    pub fn prepare(&self, records: Vec<OwnedMessage>) -> Prepared {
+        let decoded: Vec<Result<Event, Poison>> = records
+            .iter()
+            .map(|record| event::decode(record, &self.topics))
+            .collect();
+        let events: Vec<&Event> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
+        let plan = self.projection.plan(&events);
+        Prepared {
+            records,
+            decoded,
+            plan,
+        }
+    }
+
+    /// Prepares and applies `records`.
+    pub async fn apply(
+        &self,
+        records: Vec<OwnedMessage>,
+    ) -> Result<Option<BatchSummary>, ApplyError> {
+        let prepared = self.prepare(records);
+        self.apply_prepared(&prepared).await
+    }
+
+    /// Writes a prepared batch and sends its dead letters. `Ok(None)`: shut down while waiting to
+    /// retry; the batch must not be committed.
+    pub async fn apply_prepared(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<Option<BatchSummary>, ApplyError> {
+        let started = Instant::now();
+        let events: Vec<&Event> = prepared
+            .decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok())
+            .collect();
+        let Some(outcomes) = self.project(&events, &prepared.plan).await? else {
+            return Ok(None);
+        };
+        // Line the outcomes back up with the records.
+        let mut outcomes = outcomes.into_iter();
+        let mut letters: Vec<(&OwnedMessage, Poison)> = Vec::new();
+        let mut summary = BatchSummary::default();
+        let mut newest_time = None;
+        let mut counts: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
+        for (record, decoded) in prepared.records.iter().zip(&prepared.decoded) {
+            let outcome = match decoded {
+                Ok(event) => {
+                    newest_time = newest_time.max(Some(event.metadata.time_ms));
+                    outcomes.next().unwrap_or(Outcome::Stale)
+                }
+                Err(poison) => Outcome::DeadLetter(poison.clone()),
+            };
+            let label = match outcome {
+                Outcome::Applied => {
+                    summary.applied += 1;
+                    "applied"
+                }
+                Outcome::Stale => {
+                    summary.stale += 1;
+                    "stale"
+                }
+                Outcome::Duplicate => {
+                    summary.duplicates += 1;
+                    "duplicate"
+                }
+                Outcome::DeadLetter(poison) => {
+                    summary.dead_letters += 1;
+                    letters.push((record, poison));
+                    "dead_letter"
+                }
+            };
+            *counts.entry((record.topic(), label)).or_default() += 1;
+        }
+        if !letters.is_empty() && !self.dead_letter(&letters).await {
+            return Ok(None);
+        }
+        // Counted once the batch is settled, so the counters never run ahead of what is
+        // written or dead-lettered.
+        for ((topic, label), count) in counts {
+            metrics::events(self.projector, topic, label, count);
+        }
+        if let Some(time_ms) = newest_time {
+            metrics::behind_source(self.projector, time_ms);
+        }
+        metrics::applied(self.projector, started.elapsed());
+        Ok(Some(summary))
+    }
+
+    /// Runs the projection, retrying transient failures; `None` at shutdown.
+    async fn project(
+        &self,
+        events: &[&Event],
+        plan: &Plan,
+    ) -> Result<Option<Vec<Outcome>>, ApplyError> {
+        if events.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        loop {
+            match self.projection.execute(&self.store, events, plan).await {
+                Ok(outcomes) => {
+                    self.health.set("mongo", ComponentState::Ready);
+                    return Ok(Some(outcomes));
+                }
+                Err(error) if error.is_retryable() => {
+                    metrics::retry(self.projector, "mongo_write");
+                    self.health
+                        .set("mongo", ComponentState::Failing(error.to_string()));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        projector = %self.projector,
+                        %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "writing a batch to mongodb failed; retrying"
+                    );
+                    if !self.pause(delay).await {
+                        tracing::info!(projector = %self.projector, "shutdown while retrying; batch left uncommitted");
+                        return Ok(None);
+                    }
+                }
+                Err(source) => {
+                    self.health
+                        .set("mongo", ComponentState::Failing(source.to_string()));
+                    return Err(ApplyError::Store {
+                        projector: self.projector,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends the dead letters, retrying undelivered ones; `false` at shutdown.
+    async fn dead_letter(&self, letters: &[(&OwnedMessage, Poison)]) -> bool {
+        let mut pending: Vec<(&OwnedMessage, &Poison)> = letters
+            .iter()
+            .map(|(record, poison)| (*record, poison))
+            .collect();
+        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        loop {
+            let results = self.dead_letters.send_all(&pending).await;
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for ((record, poison), result) in pending.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        metrics::dead_letter(self.projector, record.topic(), poison.kind);
+                        // The reason can quote parts of the record (serde names the offending
+                        // value), so it goes to the dead-letter header, not to the log.
+                        tracing::warn!(
+                            projector = %self.projector,
+                            topic = record.topic(),
+                            partition = record.partition(),
+                            offset = record.offset(),
+                            kind = poison.kind.as_str(),
+                            dead_letter_topic = self.dead_letters.topic(),
+                            "record sent to the dead-letter topic (reason in its dlq_reason header)"
+                        );
+                    }
+                    Err(error) => {
+                        last_error = Some(error);
+                        failed.push((*record, *poison));
+                    }
+                }
+            }
+            let Some(error) = last_error else {
+                self.health.set("kafka", ComponentState::Ready);
+                return true;
+            };
+            metrics::retry(self.projector, "dead_letter");
+            self.health
+                .set("kafka", ComponentState::Failing(error.to_string()));
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                projector = %self.projector,
+                %error,
+                undelivered = failed.len(),
+                retry_in_ms = delay.as_millis() as u64,
+                "dead letters not acknowledged; retrying"
+            );
+            if !self.pause(delay).await {
+                return false;
+            }
+            pending = failed;
+        }
+    }
+
+    /// Sleeps `delay`; `false` if shut down first.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! `fulfillment.requests`: one Fulfillment document per approved order.
+//!
+//! ```text
+//! FulfillmentRequestEvent(order g, p) --> upsert _id=g:
+//!     set       timestamp, name, contact, address, order.orderItems, _cdc.requestPosition=p
+//!     on insert order.guid, order.orderStatusEvents (the order's history, current: APPROVED)
+//!     guard     requestPosition !>= p
+//! ```
+//!
+//! # One document per order
+//! The document's `_id` is the order guid, so a repeated request (redelivery, a replay, the
+//! connector publishing it again) meets the same document: it can never create a second one, and
+//! a concurrent insert of the same request fails on the `_id` index instead of duplicating.
+//!
+//! # Never back to APPROVED
+//! The status history (`order.orderStatusEvents`) is written only when the document is created;
+//! after that it belongs to the Fulfillment application, as does `shippingMethod`, which the
+//! projection never writes. A request arriving again, even one with a newer position, updates
+//! only the request's own fields (who, where, what), so a request already PROCESSING or SHIPPED
+//! stays so. Creating a request in APPROVED emits no OrderStatusChangeEvent (the connector
+//! publishes none for APPROVED), and the decoder refuses a request whose order is not currently
+//! APPROVED, so this projection's writes never cause an event of the kind that caused them.
+//!
+//! # Fields this projection owns
+//! `_id`, `timestamp`, `name`, `contact`, `address`, `order.guid`, `order.orderItems`,
+//! `order.orderStatusEvents` (at creation only) and `_cdc.requestPosition` (the source position
+//! of the request the fields come from; the newest wins).
+
+use std::collections::HashMap;
+
+use mongodb::bson::{Bson, doc};
+use storefront_schemas::events::FulfillmentRequestEvent;
+
+use super::{Outcome, Plan, push_guarded};
+use crate::event::{Event, EventBody, Poison};
+use crate::store::WriteOp;
+
+/// Position of the request the document's request fields come from.
+pub const REQUEST_POSITION: &str = "_cdc.requestPosition";
+/// The guards a rebuild clears.
+pub const GUARD_FIELDS: &[&str] = &[REQUEST_POSITION];
+
+/// The fulfillment projection.
+#[derive(Debug, Clone, Default)]
+pub struct FulfillmentProjection;
+
+/// The guarded upsert of request `payload` at `position`.
+pub fn request_write(position: i64, payload: &FulfillmentRequestEvent) -> WriteOp {
+    let guid = payload.order.guid.as_str();
+    WriteOp::upsert(
+        doc! {
+            "_id": guid,
+            REQUEST_POSITION: { "$not": { "$gte": position } },
+        },
+        doc! {
+            "$set": {
+                "timestamp": payload.timestamp,
+                "name": to_bson(&payload.name),
+                "contact": to_bson(&payload.contact),
+                "address": to_bson(&payload.address),
+                "order.orderItems": to_bson(&payload.order.order_items),
+                REQUEST_POSITION: position,
+            },
+            "$setOnInsert": {
+                "order.guid": guid,
+                "order.orderStatusEvents": to_bson(&payload.order.order_status_events),
+            },
+        },
+    )
+}
+
+/// What to try after a request's upsert met a newer document: the same upsert again (another
+/// writer may have created the document between its query and its insert).
+pub fn request_follow_ups(position: i64, payload: &FulfillmentRequestEvent) -> Vec<WriteOp> {
+    vec![request_write(position, payload)]
+}
+
+fn to_bson<T: serde::Serialize>(value: &T) -> Bson {
+    // Contract types hold strings, integers, finite numbers and lists: they always serialise.
+    mongodb::bson::to_bson(value).unwrap_or(Bson::Null)
+}
+
+/// Per order guid, the index of the newest request of the batch (equal positions: the later);
+/// the others are settled as stale.
+pub fn collapse(events: &[&Event]) -> (Vec<usize>, Vec<(usize, Outcome)>) {
+    let mut newest: Vec<usize> = Vec::new();
+    let mut slots: HashMap<&str, usize> = HashMap::new();
+    let mut settled = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        let EventBody::FulfillmentRequested(request) = &event.body else {
+            settled.push((
+                index,
+                Outcome::DeadLetter(Poison::contract(
+                    "only FulfillmentRequestEvents reach the fulfillment projection",
+                )),
+            ));
+            continue;
+        };
+        match slots.get(request.order.guid.as_str()) {
+            None => {
+                slots.insert(&request.order.guid, newest.len());
+                newest.push(index);
+            }
+            Some(&slot) => {
+                let current = newest[slot];
+                if event.position() >= events[current].position() {
+                    newest[slot] = index;
+                    settled.push((current, Outcome::Stale));
+                } else {
+                    settled.push((index, Outcome::Stale));
+                }
+            }
+        }
+    }
+    (newest, settled)
+}
+
+/// Plans a batch: the newest request per order, as a guarded upsert.
+pub fn plan(events: &[&Event]) -> Plan {
+    let (newest, settled) = collapse(events);
+    let mut plan = Plan {
+        settled,
+        guarded: Vec::new(),
+        appends: Vec::new(),
+    };
+    for index in newest {
+        if let EventBody::FulfillmentRequested(request) = &events[index].body {
+            push_guarded(
+                &mut plan,
+                index,
+                &request_write(events[index].position(), request),
+            );
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use storefront_schemas::documents::{
+        Address, AddressType, Contact, Name, Order, OrderItem, OrderStatusEvent, OrderStatusType,
+        Price, Product,
+    };
+    use storefront_schemas::metadata::{EventMetadata, EventType, SCHEMA_VERSION, SourcePosition};
+    use storefront_schemas::topology::Namespace;
+
+    use super::*;
+
+    fn request(guid: &str, city: &str) -> FulfillmentRequestEvent {
+        FulfillmentRequestEvent {
+            timestamp: 2_000,
+            name: Name {
+                title: "Ms".into(),
+                first_name: "Ada".into(),
+                middle_name: None,
+                last_name: "Lovelace".into(),
+                suffix: None,
+            },
+            contact: Contact {
+                primary_phone: "555-0100".into(),
+                secondary_phone: None,
+                email: "ada@example.com".into(),
+            },
+            address: Address {
+                address_type: AddressType::Shipping,
+                description: "home".into(),
+                address1: "1 Main St".into(),
+                address2: None,
+                city: city.into(),
+                state: "LDN".into(),
+                postal_code: "N1".into(),
+            },
+            order: Order {
+                guid: guid.into(),
+                order_status_events: vec![
+                    OrderStatusEvent {
+                        timestamp: 1_000,
+                        order_status_type: OrderStatusType::Created,
+                        note: None,
+                    },
+                    OrderStatusEvent {
+                        timestamp: 2_000,
+                        order_status_type: OrderStatusType::Approved,
+                        note: None,
+                    },
+                ],
+                order_items: vec![OrderItem {
+                    product: Product {
+                        guid: "p-1".into(),
+                        title: "Lamp".into(),
+                        description: "A lamp".into(),
+                        price: Price::from_f64(19.5).unwrap(),
+                    },
+                    quantity: 2,
+                }],
+            },
+            customer_id: None,
+        }
+    }
+
+    fn event(guid: &str, position: u64) -> Event {
+        Event {
+            metadata: EventMetadata {
+                id: format!("{guid}-{position}"),
+                event_type: EventType::FulfillmentRequested,
+                schema_version: SCHEMA_VERSION,
+                source: Namespace::new("orders", "customer.orders"),
+                position: SourcePosition::from_u64(position),
+                time_ms: 0,
+                subject: guid.into(),
+            },
+            body: EventBody::FulfillmentRequested(Box::new(request(
+                guid,
+                &format!("city{position}"),
+            ))),
+        }
+    }
+
+    #[test]
+    fn the_status_history_is_written_only_when_the_request_is_created() {
+        let payload = request("g-1", "London");
+        let op = &request_write(9, &payload);
+        assert!(op.upsert);
+        assert_eq!(
+            op.filter,
+            doc! { "_id": "g-1", "_cdc.requestPosition": { "$not": { "$gte": 9_i64 } } }
+        );
+        let set = op.update.get_document("$set").unwrap();
+        assert_eq!(
+            set.keys().collect::<Vec<_>>(),
+            [
+                "timestamp",
+                "name",
+                "contact",
+                "address",
+                "order.orderItems",
+                "_cdc.requestPosition"
+            ]
+        );
+        assert!(!set.contains_key("shippingMethod"));
+        let on_insert = op.update.get_document("$setOnInsert").unwrap();
+        assert_eq!(on_insert.get_str("order.guid").unwrap(), "g-1");
+        let history = on_insert.get_array("order.orderStatusEvents").unwrap();
+        assert_eq!(
+            history
+                .last()
+                .unwrap()
+                .as_document()
+                .unwrap()
+                .get_str("orderStatusType"),
+            Ok("APPROVED")
+        );
+        assert_eq!(request_follow_ups(9, &payload), vec![op.clone()]);
+    }
+
+    #[test]
+    fn a_batch_keeps_the_newest_request_per_order() {
+        // (what, batch, newest per order, settled as stale)
+        type Case = (&'static str, Vec<Event>, Vec<usize>, Vec<usize>);
+        let cases: Vec<Case> = vec![
+            ("one", vec![event("a", 1)], vec![0], vec![]),
+            (
+                "in order",
+                vec![event("a", 1), event("a", 2)],
+                vec![1],
+                vec![0],
+            ),
+            (
+                "reversed",
+                vec![event("a", 2), event("a", 1)],
+                vec![0],
+                vec![1],
+            ),
+            (
+                "repeated: the later copy",
+                vec![event("a", 3), event("b", 1), event("a", 3)],
+                vec![2, 1],
+                vec![0],
+            ),
+        ];
+        for (what, events, expected_newest, expected_stale) in cases {
+            let refs: Vec<&Event> = events.iter().collect();
+            let (newest, settled) = collapse(&refs);
+            assert_eq!(newest, expected_newest, "{what}");
+            let stale: Vec<usize> = settled
+                .iter()
+                .filter(|(_, o)| *o == Outcome::Stale)
+                .map(|(i, _)| *i)
+                .collect();
+            assert_eq!(stale, expected_stale, "{what}");
+        }
+    }
+}

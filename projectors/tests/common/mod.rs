@@ -1,0 +1,566 @@
+//! Helpers for the projectors' integration tests: per-test configs with unique names, a producer
+//! of events with the connector's headers, the projector run in-process, "caught up" as the
+//! group's committed offsets reaching the end of every partition, and collection snapshots.
+#![allow(dead_code)] // each test binary uses a subset
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::{Client, Collection};
+use projectors::RunningProjectors;
+use projectors::config::{ApplySettings, ProjectionTargets, Projector, ProjectorsConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use storefront_plumbing::kafka::TracingContext;
+use storefront_plumbing::settings::HttpSettings;
+use storefront_schemas::documents::{
+    Address, AddressType, Contact, Name, Order, OrderItem, OrderStatusEvent, OrderStatusType,
+    Price, Product,
+};
+use storefront_schemas::events::{
+    CustomerChangeEvent, EventPayload, FulfillmentRequestEvent, OrderStatusChangeEvent,
+};
+use storefront_schemas::metadata::{
+    EventMetadata, EventType, SCHEMA_VERSION, SourcePosition, event_id,
+};
+use storefront_schemas::topology::{Namespace, StorefrontTopics};
+use storefront_tests::{eventually, stack, unique};
+
+pub mod scenario;
+
+/// How long a test waits for the projectors to catch up.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A config with its own topics, collections, groups and dead-letter topic.
+pub fn test_config() -> ProjectorsConfig {
+    // `telemetry::metrics_handle` installs the process-wide recorder on first use, but two
+    // first uses at once (parallel tests starting projectors) can both try, and the second
+    // fails. Installing it once here, serialised, sidesteps that race.
+    static RECORDER: std::sync::Once = std::sync::Once::new();
+    RECORDER.call_once(|| {
+        storefront_plumbing::telemetry::metrics_handle().expect("metrics recorder");
+    });
+    ProjectorsConfig {
+        consumer_group_prefix: unique("projectors"),
+        mongo: storefront_plumbing::settings::MongoSettings {
+            server_selection_timeout_ms: 2_000,
+            ..stack().mongo_settings()
+        },
+        kafka: stack().kafka_settings(),
+        http: HttpSettings::on_port(0),
+        // Parallel tests share stderr: only what needs attention.
+        log: storefront_plumbing::settings::LogSettings {
+            filter: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            ..Default::default()
+        },
+        topics: StorefrontTopics {
+            customer_change: unique("customer"),
+            fulfillment_request: unique("fulfill"),
+            order_status_change: unique("status"),
+        },
+        targets: ProjectionTargets {
+            orders: Namespace::new(unique("orders"), "customer.orders"),
+            fulfillment: Namespace::new(unique("fulfillment"), "fulfillment.requests"),
+        },
+        apply: ApplySettings {
+            batch_wait_ms: 5,
+            commit_interval_ms: 50,
+            retry_initial_ms: 20,
+            retry_max_ms: 500,
+            lag_interval_ms: 200,
+            dead_letter_topic: unique("dead"),
+            ..ApplySettings::default()
+        },
+        ..ProjectorsConfig::default()
+    }
+}
+
+/// `config` with `batch_size` events per batch.
+pub fn with_batch_size(mut config: ProjectorsConfig, batch_size: usize) -> ProjectorsConfig {
+    config.apply.batch_size = batch_size;
+    config
+}
+
+/// Creates the config's topics (as the projectors would at start) so events can be produced
+/// before a projector runs.
+pub async fn create_topics(config: &ProjectorsConfig) {
+    let mismatches = projectors::setup_topics(config).await.unwrap();
+    assert!(mismatches.is_empty(), "{mismatches:?}");
+}
+
+/// A source position: `n` seconds after a fixed instant.
+pub fn position(n: u32) -> u64 {
+    SourcePosition {
+        seconds: 1_764_000_000 + n,
+        increment: 1,
+    }
+    .as_u64()
+}
+
+/// A record to produce: topic, key, body, headers.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub body: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+fn metadata(event_type: EventType, key: &str, position: u64, source: Namespace) -> EventMetadata {
+    EventMetadata {
+        id: event_id(event_type, &[key, &position.to_string()]),
+        event_type,
+        schema_version: SCHEMA_VERSION,
+        source,
+        position: SourcePosition::from_u64(position),
+        time_ms: (SourcePosition::from_u64(position).seconds as i64) * 1000,
+        subject: key.to_owned(),
+    }
+}
+
+fn outbound(topic: &str, key: &str, body: Option<Vec<u8>>, metadata: &EventMetadata) -> Outbound {
+    Outbound {
+        topic: topic.to_owned(),
+        key: Some(key.as_bytes().to_vec()),
+        body,
+        headers: metadata
+            .to_headers()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+            .collect(),
+    }
+}
+
+pub fn name(first_name: &str) -> Name {
+    Name {
+        title: "Ms".into(),
+        first_name: first_name.into(),
+        middle_name: None,
+        last_name: "Lovelace".into(),
+        suffix: None,
+    }
+}
+
+pub fn contact(first_name: &str) -> Contact {
+    Contact {
+        primary_phone: "555-0100".into(),
+        secondary_phone: None,
+        email: format!("{}@example.com", first_name.to_lowercase()),
+    }
+}
+
+pub fn address(city: &str) -> Address {
+    Address {
+        address_type: AddressType::Shipping,
+        description: "home".into(),
+        address1: "1 Main St".into(),
+        address2: None,
+        city: city.into(),
+        state: "LDN".into(),
+        postal_code: "N1".into(),
+    }
+}
+
+/// A CustomerChangeEvent of customer `id` at `position`.
+pub fn customer_change(
+    config: &ProjectorsConfig,
+    id: ObjectId,
+    position: u64,
+    first_name: &str,
+) -> Outbound {
+    let payload = CustomerChangeEvent {
+        id: id.to_hex(),
+        name: name(first_name),
+        contact: contact(first_name),
+        addresses: vec![address(first_name)],
+    };
+    let metadata = metadata(
+        EventType::CustomerChanged,
+        &id.to_hex(),
+        position,
+        Namespace::new("accounts", "customer.accounts"),
+    );
+    outbound(
+        &config.topics.customer_change,
+        &id.to_hex(),
+        Some(payload.to_json()),
+        &metadata,
+    )
+}
+
+/// The tombstone of customer `id` at `position`.
+pub fn customer_deleted(config: &ProjectorsConfig, id: ObjectId, position: u64) -> Outbound {
+    let metadata = metadata(
+        EventType::CustomerDeleted,
+        &id.to_hex(),
+        position,
+        Namespace::new("accounts", "customer.accounts"),
+    );
+    outbound(
+        &config.topics.customer_change,
+        &id.to_hex(),
+        None,
+        &metadata,
+    )
+}
+
+pub fn status(timestamp: i64, kind: &str, note: Option<&str>) -> OrderStatusEvent {
+    OrderStatusEvent {
+        timestamp,
+        order_status_type: OrderStatusType::parse(kind),
+        note: note.map(str::to_owned),
+    }
+}
+
+/// An OrderStatusChangeEvent of order `guid`.
+pub fn status_change(
+    config: &ProjectorsConfig,
+    guid: &str,
+    position: u64,
+    status: OrderStatusEvent,
+) -> Outbound {
+    let payload = OrderStatusChangeEvent {
+        guid: guid.into(),
+        order_status_event: status,
+    };
+    let metadata = metadata(
+        EventType::OrderStatusChanged,
+        guid,
+        position,
+        Namespace::new("fulfillment", "fulfillment.requests"),
+    );
+    outbound(
+        &config.topics.order_status_change,
+        guid,
+        Some(payload.to_json()),
+        &metadata,
+    )
+}
+
+/// An order with statuses CREATED at 1000 and APPROVED at 2000.
+pub fn approved_order(guid: &str) -> Order {
+    Order {
+        guid: guid.into(),
+        order_status_events: vec![
+            status(1_000, "CREATED", None),
+            status(2_000, "APPROVED", None),
+        ],
+        order_items: vec![OrderItem {
+            product: Product {
+                guid: "p-1".into(),
+                title: "Lamp".into(),
+                description: "A lamp".into(),
+                price: Price::from_f64(19.5).unwrap(),
+            },
+            quantity: 2,
+        }],
+    }
+}
+
+/// A FulfillmentRequestEvent of approved order `guid`, shipping to `city`.
+pub fn fulfillment_request(
+    config: &ProjectorsConfig,
+    guid: &str,
+    position: u64,
+    city: &str,
+) -> Outbound {
+    let payload = FulfillmentRequestEvent {
+        timestamp: 2_000,
+        name: name("Ada"),
+        contact: contact("Ada"),
+        address: address(city),
+        order: approved_order(guid),
+        customer_id: Some(ObjectId::new().to_hex()),
+    };
+    let metadata = metadata(
+        EventType::FulfillmentRequested,
+        guid,
+        position,
+        Namespace::new("orders", "customer.orders"),
+    );
+    outbound(
+        &config.topics.fulfillment_request,
+        guid,
+        Some(payload.to_json()),
+        &metadata,
+    )
+}
+
+/// A producer of test records.
+pub struct Producer {
+    producer: FutureProducer<TracingContext>,
+}
+
+impl Producer {
+    pub fn new() -> Self {
+        let producer = storefront_plumbing::kafka::producer_config(
+            &stack().kafka_settings(),
+            "projectors-tests",
+        )
+        .create_with_context(TracingContext)
+        .unwrap();
+        Self { producer }
+    }
+
+    /// Sends `records` in order (each acknowledged before the next, so a partition receives them
+    /// in this order), to `partition` when given.
+    pub async fn send_all(&self, records: &[Outbound], partition: Option<i32>) {
+        for record in records {
+            self.send(record, partition).await;
+        }
+    }
+
+    pub async fn send(&self, record: &Outbound, partition: Option<i32>) {
+        let headers = record
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let mut out: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&record.topic).headers(headers);
+        if let Some(key) = &record.key {
+            out = out.key(key);
+        }
+        if let Some(body) = &record.body {
+            out = out.payload(body);
+        }
+        if let Some(partition) = partition {
+            out = out.partition(partition);
+        }
+        self.producer
+            .send(out, Duration::from_secs(10))
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+}
+
+/// Projectors running in this test process.
+pub struct Running {
+    pub process: RunningProjectors,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Waits until `GET /health` answers 200, naming the components that were not ready if it
+/// never does.
+pub async fn healthy(addr: std::net::SocketAddr) {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = storefront_tests::http_get(addr, "/health").await;
+        if matches!(answer, Some((200, _))) {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{addr}/health not 200 after {DEADLINE:?}; last answer: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts `projectors` in-process and waits until they are healthy (joined their groups).
+pub async fn start(config: &ProjectorsConfig, projectors: &[Projector]) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let process = projectors::start(config.clone(), projectors.to_vec(), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    healthy(process.http_addr).await;
+    Running { process, stop }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(DEADLINE, self.process.wait())
+            .await
+            .expect("stops before the deadline")
+            .unwrap();
+    }
+}
+
+fn admin_consumer(group: &str) -> BaseConsumer<TracingContext> {
+    storefront_plumbing::kafka::consumer_config(
+        &stack().kafka_settings(),
+        "projectors-tests",
+        group,
+    )
+    .create_with_context(TracingContext)
+    .unwrap()
+}
+
+/// Committed offset and high watermark of every partition of `projector`'s topics.
+pub fn progress(config: &ProjectorsConfig, projector: Projector) -> Vec<(String, i32, i64, i64)> {
+    let consumer = admin_consumer(&config.consumer_group(projector));
+    let mut list = TopicPartitionList::new();
+    let mut highs = BTreeMap::new();
+    for topic in config.source_topics(projector) {
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
+        for partition in metadata.topics()[0].partitions() {
+            list.add_partition(&topic, partition.id());
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))
+                .unwrap();
+            highs.insert((topic.clone(), partition.id()), high);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            let high = highs[&(e.topic().to_owned(), e.partition())];
+            (e.topic().to_owned(), e.partition(), offset, high)
+        })
+        .collect()
+}
+
+/// Whether `projector`'s group has committed every record of its topics.
+pub fn is_caught_up(config: &ProjectorsConfig, projector: Projector) -> bool {
+    progress(config, projector)
+        .iter()
+        .all(|(_, _, committed, high)| committed >= high)
+}
+
+/// Waits until `projector`'s group has committed every record of its topics: every record was
+/// applied or dead-lettered (offsets are committed only then).
+pub async fn caught_up(config: &ProjectorsConfig, projector: Projector) {
+    eventually(
+        DEADLINE,
+        &format!("projector {projector} to commit every record"),
+        async || is_caught_up(config, projector).then_some(()),
+    )
+    .await;
+}
+
+pub async fn client() -> Client {
+    stack().mongo_client().await
+}
+
+pub async fn collection(namespace: &Namespace) -> Collection<Document> {
+    client()
+        .await
+        .database(&namespace.database)
+        .collection(&namespace.collection)
+}
+
+/// Every document of `namespace`, keys sorted recursively (field order is not state), ordered by
+/// `_id`.
+pub async fn snapshot(namespace: &Namespace) -> Vec<Document> {
+    use futures::TryStreamExt;
+    let documents: Vec<Document> = collection(namespace)
+        .await
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    documents.into_iter().map(canonical).collect()
+}
+
+/// `document` with its keys sorted, recursively; array order kept.
+pub fn canonical(document: Document) -> Document {
+    let mut entries: Vec<(String, Bson)> = document
+        .into_iter()
+        .map(|(k, v)| (k, canonical_value(v)))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.into_iter().collect()
+}
+
+fn canonical_value(value: Bson) -> Bson {
+    match value {
+        Bson::Document(d) => Bson::Document(canonical(d)),
+        Bson::Array(items) => Bson::Array(items.into_iter().map(canonical_value).collect()),
+        other => other,
+    }
+}
+
+/// A CustomerOrders document as the Orders app would have it: the customer copy and `orders`.
+pub fn customer_orders(id: ObjectId, first_name: &str, orders: &[Order]) -> Document {
+    doc! {
+        "_id": id,
+        "name": mongodb::bson::to_bson(&name(first_name)).unwrap(),
+        "contact": mongodb::bson::to_bson(&contact(first_name)).unwrap(),
+        "addresses": mongodb::bson::to_bson(&vec![address(first_name)]).unwrap(),
+        "orders": mongodb::bson::to_bson(orders).unwrap(),
+    }
+}
+
+/// The `orderStatusType`s of order `guid` in `document`, in list order.
+pub fn status_types(document: &Document, guid: &str) -> Vec<String> {
+    let orders = document.get_array("orders").unwrap();
+    let order = orders
+        .iter()
+        .filter_map(Bson::as_document)
+        .find(|o| o.get_str("guid") == Ok(guid))
+        .unwrap_or_else(|| panic!("order {guid} in {document}"));
+    order
+        .get_array("orderStatusEvents")
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s.as_document()
+                .unwrap()
+                .get_str("orderStatusType")
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The document with `_id` `id`, if any.
+pub async fn find(namespace: &Namespace, id: impl Into<Bson>) -> Option<Document> {
+    collection(namespace)
+        .await
+        .find_one(doc! { "_id": id.into() })
+        .await
+        .unwrap()
+}
+
+/// The sum of `metric`'s samples whose labels include every one of `labels` (`name="value"`),
+/// from this test process's metrics recorder.
+pub fn metric_sum(metric: &str, labels: &[&str]) -> f64 {
+    let text = storefront_plumbing::telemetry::metrics_handle()
+        .unwrap()
+        .render();
+    text.lines()
+        .filter(|line| {
+            line.starts_with(&format!("{metric}{{")) || line.starts_with(&format!("{metric} "))
+        })
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until `GET /metrics` at `addr` mentions every one of `names`.
+pub async fn until_metrics_list(addr: std::net::SocketAddr, names: &[&str]) -> String {
+    eventually(
+        DEADLINE,
+        &format!("/metrics to list {names:?}"),
+        async || {
+            let (status, body) = storefront_tests::http_get(addr, "/metrics").await?;
+            (status == 200 && names.iter().all(|name| body.contains(name))).then_some(body)
+        },
+    )
+    .await
+}

@@ -1,0 +1,103 @@
+//! The MongoDB test server stopped during a run and started again: the projector retries, shows
+//! MongoDB failing on `/health`, commits nothing it has not written, and applies everything once
+//! the server is back. Alone in its file: stopping the server disturbs every other test, and the
+//! tests of one binary run in parallel.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use mongodb::bson::oid::ObjectId;
+use projectors::config::Projector;
+use storefront_tests::{eventually, http_get, repo_root, stack};
+
+fn dev_stack(args: &[&str]) {
+    let status = Command::new(repo_root().join("dev").join("stack"))
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "dev/stack {args:?} failed");
+}
+
+/// Starts the server again even if the test fails half-way, so later tests find it up.
+struct RestartOnDrop;
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        dev_stack(&["up", "mongo"]);
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_lost_while_mongodb_is_down() {
+    assert!(
+        stack().local_mongo,
+        "needs the local MongoDB test server to stop it"
+    );
+    let config = test_config();
+    create_topics(&config).await;
+    let producer = Producer::new();
+    let before: Vec<ObjectId> = (0..20).map(|_| ObjectId::new()).collect();
+    let during: Vec<ObjectId> = (0..20).map(|_| ObjectId::new()).collect();
+    let changes = |ids: &[ObjectId], first: u32| -> Vec<Outbound> {
+        ids.iter()
+            .enumerate()
+            .map(|(n, id)| customer_change(&config, *id, position(first + n as u32), "Ada"))
+            .collect()
+    };
+    producer.send_all(&changes(&before, 0), None).await;
+    let running = start(&config, &[Projector::Orders]).await;
+    caught_up(&config, Projector::Orders).await;
+    let retries_before = metric_sum("projector_retries_total", &["operation=\"mongo_write\""]);
+
+    let restart = RestartOnDrop;
+    dev_stack(&["down", "mongo"]);
+    producer.send_all(&changes(&during, 100), None).await;
+    let body = eventually(
+        DEADLINE,
+        "/health to name mongo failing",
+        async || match http_get(running.process.http_addr, "/health").await {
+            Some((503, body)) if body.contains("\"mongo\":{\"state\":\"failing\"") => Some(body),
+            _ => None,
+        },
+    )
+    .await;
+    assert!(body.contains("failing"), "{body}");
+    // The writes failed, so their offsets cannot have been committed.
+    assert!(
+        !is_caught_up(&config, Projector::Orders),
+        "{:?}",
+        progress(&config, Projector::Orders)
+    );
+    drop(restart);
+
+    caught_up(&config, Projector::Orders).await;
+    healthy(running.process.http_addr).await;
+    // Nothing left to apply: the lag of every partition reads 0 again.
+    let topic = format!("topic=\"{}\"", config.topics.customer_change);
+    eventually(DEADLINE, "consumer lag back to 0", async || {
+        let body = storefront_tests::http_get(running.process.http_addr, "/metrics")
+            .await?
+            .1;
+        let lines: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("projector_consumer_lag{") && l.contains(&topic))
+            .collect();
+        (lines.len() == 3 && lines.iter().all(|l| l.ends_with(" 0"))).then_some(())
+    })
+    .await;
+    running.stop().await;
+    let documents = snapshot(&config.targets.orders).await;
+    assert_eq!(documents.len(), before.len() + during.len());
+    for id in before.iter().chain(&during) {
+        assert!(
+            documents.iter().any(|d| d.get_object_id("_id") == Ok(*id)),
+            "{id} applied"
+        );
+    }
+    assert!(
+        metric_sum("projector_retries_total", &["operation=\"mongo_write\""]) > retries_before,
+        "the outage was retried"
+    );
+}
