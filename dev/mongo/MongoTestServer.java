@@ -20,6 +20,8 @@
 // It also adds MongoDB 6.0's change-stream pre- and post-images (collection option
 // changeStreamPreAndPostImages, set with create or collMod; fullDocument whenAvailable/required,
 // fullDocumentBeforeChange), which the library lacks.
+// And a query naming one exact `_id` among other conditions is served from the `_id` index
+// (EqualityFirstIndex) as MongoDB serves it; the library scans the whole collection for it.
 
 import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
@@ -29,13 +31,19 @@ import de.bwaldvogel.mongo.backend.AbstractCursor;
 import de.bwaldvogel.mongo.backend.AbstractMongoBackend;
 import de.bwaldvogel.mongo.backend.Cursor;
 import de.bwaldvogel.mongo.backend.CursorRegistry;
+import de.bwaldvogel.mongo.backend.Index;
+import de.bwaldvogel.mongo.backend.IndexKey;
 import de.bwaldvogel.mongo.backend.QueryParameters;
 import de.bwaldvogel.mongo.backend.Utils;
 import de.bwaldvogel.mongo.backend.aggregation.Aggregation;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
+import de.bwaldvogel.mongo.backend.h2.H2Database;
 import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
+import de.bwaldvogel.mongo.backend.memory.MemoryDatabase;
+import de.bwaldvogel.mongo.bson.BsonRegularExpression;
 import de.bwaldvogel.mongo.bson.BsonTimestamp;
 import de.bwaldvogel.mongo.bson.Document;
+import de.bwaldvogel.mongo.exception.KeyConstraintError;
 import de.bwaldvogel.mongo.exception.MongoServerError;
 import de.bwaldvogel.mongo.exception.MongoServerException;
 import de.bwaldvogel.mongo.oplog.Oplog;
@@ -49,6 +57,7 @@ import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Collection;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
@@ -142,6 +151,11 @@ public class MongoTestServer {
         }
 
         @Override
+        protected MongoDatabase openOrCreateDatabase(String databaseName) {
+            return new StackH2Database(databaseName, getMvStore(), getCursorRegistry());
+        }
+
+        @Override
         public Document handleCommand(Channel channel, String database, String command, Document query) {
             return core.handleCommand(channel, database, command, query);
         }
@@ -182,6 +196,11 @@ public class MongoTestServer {
         }
 
         @Override
+        public MemoryDatabase openOrCreateDatabase(String databaseName) {
+            return new StackMemoryDatabase(databaseName, getCursorRegistry());
+        }
+
+        @Override
         public Document handleCommand(Channel channel, String database, String command, Document query) {
             return core.handleCommand(channel, database, command, query);
         }
@@ -209,6 +228,145 @@ public class MongoTestServer {
         @Override
         public CursorRegistry cursors() {
             return getCursorRegistry();
+        }
+    }
+
+    static final class StackH2Database extends H2Database {
+        StackH2Database(String databaseName, MVStore mvStore, CursorRegistry cursorRegistry) {
+            super(databaseName, mvStore, cursorRegistry);
+        }
+
+        @Override
+        protected Index<Object> openOrCreateUniqueIndex(String collectionName, String indexName,
+                List<IndexKey> keys, boolean sparse) {
+            return EqualityFirstIndex.wrap(super.openOrCreateUniqueIndex(collectionName, indexName, keys, sparse));
+        }
+    }
+
+    static final class StackMemoryDatabase extends MemoryDatabase {
+        StackMemoryDatabase(String databaseName, CursorRegistry cursorRegistry) {
+            super(databaseName, cursorRegistry);
+        }
+
+        @Override
+        protected Index<Integer> openOrCreateUniqueIndex(String collectionName, String indexName,
+                List<IndexKey> keys, boolean sparse) {
+            return EqualityFirstIndex.wrap(super.openOrCreateUniqueIndex(collectionName, indexName, keys, sparse));
+        }
+    }
+
+    /**
+     * A unique single-field index (above all `_id`'s) that also serves queries naming one exact
+     * value of its field among other conditions, e.g. {_id: 7, "version": {$lt: 3}}: the index
+     * gives the one candidate and the whole filter is then applied to it. The library's unique
+     * index accepts only queries on exactly its own fields, so such a query scans the whole
+     * collection (quadratic work for a stream of guarded upserts); MongoDB answers it from the
+     * index. Any document matching the query has that value, and the index is unique, so the
+     * candidate set is complete. Everything else is the wrapped index's.
+     */
+    static final class EqualityFirstIndex<P> extends Index<P> {
+        private final Index<P> inner;
+        private final String field;
+
+        private EqualityFirstIndex(Index<P> inner) {
+            super(inner.getName(), inner.getKeys(), Boolean.TRUE.equals(inner.toIndexDescription().get("sparse")));
+            this.inner = inner;
+            this.field = inner.getKeys().get(0).getKey();
+        }
+
+        static <P> Index<P> wrap(Index<P> index) {
+            return index.isUnique() && index.getKeys().size() == 1 ? new EqualityFirstIndex<>(index) : index;
+        }
+
+        /** The query's exact value for the field, or null when it has none (or an operator). */
+        private Document narrowed(Document query) {
+            if (query.size() < 2 || !query.containsKey(field)) {
+                return null;
+            }
+            Object value = query.get(field);
+            // A list would be read as $in by the wrapped index; a regex or an operator
+            // document is not one exact value.
+            if (value == null || value instanceof Collection || BsonRegularExpression.isRegularExpression(value)) {
+                return null;
+            }
+            if (value instanceof Document && ((Document) value).keySet().stream().anyMatch(k -> k.startsWith("$"))) {
+                return null;
+            }
+            return new Document(field, value);
+        }
+
+        @Override
+        public boolean canHandle(Document query) {
+            return inner.canHandle(query) || narrowed(query) != null;
+        }
+
+        @Override
+        public Iterable<P> getPositions(Document query) {
+            if (inner.canHandle(query)) {
+                return inner.getPositions(query);
+            }
+            return inner.getPositions(narrowed(query));
+        }
+
+        @Override
+        public P getPosition(Document document) {
+            return inner.getPosition(document);
+        }
+
+        @Override
+        public void checkAdd(Document document, MongoCollection<P> collection) {
+            inner.checkAdd(document, collection);
+        }
+
+        @Override
+        public void add(Document document, P position, MongoCollection<P> collection) {
+            inner.add(document, position, collection);
+        }
+
+        @Override
+        public P remove(Document document) {
+            return inner.remove(document);
+        }
+
+        @Override
+        public long getCount() {
+            return inner.getCount();
+        }
+
+        @Override
+        public long getDataSize() {
+            return inner.getDataSize();
+        }
+
+        @Override
+        public void checkUpdate(Document oldDocument, Document newDocument, MongoCollection<P> collection) {
+            inner.checkUpdate(oldDocument, newDocument, collection);
+        }
+
+        @Override
+        public void updateInPlace(Document oldDocument, Document newDocument, P position, MongoCollection<P> collection)
+                throws KeyConstraintError {
+            inner.updateInPlace(oldDocument, newDocument, position, collection);
+        }
+
+        @Override
+        public void drop() {
+            inner.drop();
+        }
+
+        @Override
+        public boolean isUnique() {
+            return inner.isUnique();
+        }
+
+        @Override
+        public Document toIndexDescription() {
+            return inner.toIndexDescription();
+        }
+
+        @Override
+        public boolean hasSameOptions(Index<?> other) {
+            return inner.hasSameOptions(other instanceof EqualityFirstIndex ? ((EqualityFirstIndex<?>) other).inner : other);
         }
     }
 

@@ -458,6 +458,23 @@ async fn main() {
     let dir = std::env::temp_dir().join(unique("projectors_bench"));
     std::fs::create_dir_all(&dir).unwrap();
 
+    // `BENCH_PARTS` (default `live,rebuild`) picks the parts to run.
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "live,rebuild".into());
+    if parts.contains("live") {
+        live_part(&client, events, customers, &dir).await;
+    }
+    if parts.contains("rebuild") {
+        rebuild_part(&client, rebuild_events, rebuild_customers, &dir).await;
+    }
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        // For profiling: `projectors --config <dir>/rebuild.toml rebuild orders` replays again.
+        println!("\nkept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+async fn live_part(client: &mongodb::Client, events: usize, customers: usize, dir: &Path) {
     println!("## live projectors ({events} events each; orders: {customers} customers)\n");
     let servers = Servers::find();
     println!("{HEADER}");
@@ -472,7 +489,7 @@ async fn main() {
         produce(&backlog.records).await;
         let target = config.target(projector);
         let (plain_seconds, plain_cpu, plain_servers) = bare_upsert(
-            &client,
+            client,
             &unique("bench_bare"),
             &target.collection,
             &backlog.plain,
@@ -488,7 +505,7 @@ async fn main() {
             Some(plain_servers),
         );
         let (guarded_seconds, guarded_cpu, guarded_servers) = bare_upsert(
-            &client,
+            client,
             &unique("bench_guarded"),
             &target.collection,
             &backlog.guarded,
@@ -504,7 +521,7 @@ async fn main() {
             Some(guarded_servers),
         );
         let (seconds, cpu, steady, live_servers) =
-            live(&config, projector, events, &dir, &servers).await;
+            live(&config, projector, events, dir, &servers).await;
         row(
             &format!("projectors run {projector} (release)"),
             events,
@@ -524,7 +541,7 @@ async fn main() {
         // The server slows as its data file and oplog grow, so each baseline runs again after
         // the projector and the two are averaged: neither side gains from going first.
         let (guarded_again, guarded_cpu, guarded_servers) = bare_upsert(
-            &client,
+            client,
             &unique("bench_guarded"),
             &target.collection,
             &backlog.guarded,
@@ -540,7 +557,7 @@ async fn main() {
             Some(guarded_servers),
         );
         let (plain_again, plain_cpu, plain_servers) = bare_upsert(
-            &client,
+            client,
             &unique("bench_bare"),
             &target.collection,
             &backlog.plain,
@@ -581,7 +598,15 @@ async fn main() {
              after): {plain:.2} (target >= 0.85); / bare guarded upserts: {guarded:.2}"
         );
     }
+}
 
+async fn rebuild_part(
+    client: &mongodb::Client,
+    rebuild_events: usize,
+    rebuild_customers: usize,
+    dir: &Path,
+) {
+    let servers = Servers::find();
     println!("\n## rebuild ({rebuild_events} events over {rebuild_customers} customers)\n");
     let config = bench_config();
     create_topics(&config).await;
@@ -589,7 +614,7 @@ async fn main() {
     produce(&backlog.records).await;
     let consume_seconds = raw_consume(&config.topics.customer_change, rebuild_events).await;
     let (plain_seconds, plain_cpu, plain_servers) = bare_upsert(
-        &client,
+        client,
         &unique("bench_bare"),
         &config.targets.orders.collection,
         &backlog.plain,
@@ -598,7 +623,7 @@ async fn main() {
     )
     .await;
     let (guarded_seconds, guarded_cpu, guarded_servers) = bare_upsert(
-        &client,
+        client,
         &unique("bench_guarded"),
         &config.targets.orders.collection,
         &backlog.guarded,
@@ -631,7 +656,7 @@ async fn main() {
     );
     let guarded_baseline = consume_seconds + guarded_seconds;
     let cpu_before = children_cpu_seconds();
-    let (fresh_seconds, cpu_after, fresh_report, fresh_servers) = rebuild(&config, &dir, &servers);
+    let (fresh_seconds, cpu_after, fresh_report, fresh_servers) = rebuild(&config, dir, &servers);
     row(
         "projectors rebuild orders, empty collection (wall time of the command)",
         rebuild_events,
@@ -640,7 +665,7 @@ async fn main() {
         Some(fresh_servers),
     );
     let cpu_before = children_cpu_seconds();
-    let (again_seconds, cpu_after, again_report, again_servers) = rebuild(&config, &dir, &servers);
+    let (again_seconds, cpu_after, again_report, again_servers) = rebuild(&config, dir, &servers);
     row(
         "projectors rebuild orders, populated collection",
         rebuild_events,
@@ -649,7 +674,7 @@ async fn main() {
         Some(again_servers),
     );
     let (plain_after, plain_cpu, plain_servers) = bare_upsert(
-        &client,
+        client,
         &unique("bench_bare"),
         &config.targets.orders.collection,
         &customer_backlog(&config, rebuild_events, rebuild_customers).plain,
@@ -677,10 +702,4 @@ async fn main() {
         fresh_seconds / guarded_baseline,
         again_seconds / guarded_baseline
     );
-    if std::env::var_os("BENCH_KEEP").is_some() {
-        // For profiling: `projectors --config <dir>/rebuild.toml rebuild orders` replays again.
-        println!("\nkept {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

@@ -108,8 +108,10 @@ pub struct ApplySettings {
     /// also committed when partitions are revoked and at shutdown. A crash replays at most this
     /// much (harmlessly: every write is idempotent).
     pub commit_interval_ms: u64,
-    /// Longest a batch's MongoDB write may take before it counts as failed (and is retried), in
-    /// milliseconds.
+    /// Longest one MongoDB write command may take before it counts as failed (and is retried), in
+    /// milliseconds. Sent as the command's `maxTimeMS`, so MongoDB stops it too; after a timeout
+    /// the following commands carry fewer statements (halved, down to one) and grow back once
+    /// they succeed.
     pub write_timeout_ms: u64,
     /// First pause before retrying a transient failure (MongoDB or Kafka unreachable), in
     /// milliseconds. Pauses double up to `retry_max_ms`, with jitter.

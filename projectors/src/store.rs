@@ -19,6 +19,8 @@
 //! the wrong type in the target document) is an [`OpResult::Rejected`]: only its event is
 //! dead-lettered. A statement failing with a transient code fails the whole call as retryable.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mongodb::Database;
@@ -181,6 +183,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the write ran out of time (client side, or MongoDB's `maxTimeMS`).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout(_) => true,
+            Self::TransientWrite { code, .. } => *code == MAX_TIME_EXPIRED,
+            Self::Unavailable(error) => matches!(
+                error.kind.as_ref(),
+                ErrorKind::Command(command) if command.code == MAX_TIME_EXPIRED
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether retrying later can succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -221,13 +236,29 @@ fn classify(error: mongodb::error::Error) -> StoreError {
 }
 
 /// The projected collection.
+///
+/// # Timeouts
+/// Each command carries `maxTimeMS` (= `apply.write_timeout_ms`), so MongoDB itself stops a
+/// write that runs too long instead of finishing it behind the projector's back while the retry
+/// queues up behind it; the client waits a little longer than that for the answer. After a
+/// timeout the statements per command are halved (down to one) for the following commands and
+/// grow back, doubling, after each command that succeeds: a server too slow for a full batch
+/// still makes progress instead of timing out on every retry.
 #[derive(Debug, Clone)]
 pub struct Store {
     database: Database,
     collection: String,
     max_statements: usize,
+    /// Statements per command now (between 1 and `max_statements`), shared by clones.
+    statements_per_command: Arc<AtomicUsize>,
     timeout: Duration,
 }
+
+/// How much longer than `maxTimeMS` the client waits for the server's answer.
+const CLIENT_GRACE: Duration = Duration::from_secs(5);
+
+/// MongoDB's MaxTimeMSExpired.
+const MAX_TIME_EXPIRED: i32 = 50;
 
 /// Statements of one command are kept below this many bytes; MongoDB refuses commands over 16 MiB
 /// (plus a little for the command itself).
@@ -241,10 +272,12 @@ impl Store {
         max_statements: usize,
         timeout: Duration,
     ) -> Self {
+        let max_statements = max_statements.max(1);
         Self {
             database,
             collection: collection.to_owned(),
-            max_statements: max_statements.max(1),
+            max_statements,
+            statements_per_command: Arc::new(AtomicUsize::new(max_statements)),
             timeout,
         }
     }
@@ -273,10 +306,11 @@ impl Store {
         };
         let mut start = 0;
         while start < statements.len() {
+            let per_command = self.statements_per_command.load(Ordering::Relaxed).max(1);
             let mut array = RawArrayBuf::new();
             let mut bytes = 0;
             let mut end = start;
-            while end < statements.len() && end - start < self.max_statements {
+            while end < statements.len() && end - start < per_command {
                 let raw = &statements[end].raw;
                 if end > start && bytes + raw.as_bytes().len() > MAX_COMMAND_BYTES {
                     break;
@@ -285,7 +319,25 @@ impl Store {
                 array.push(raw.clone());
                 end += 1;
             }
-            let chunk = self.command(array, end - start).await?;
+            let chunk = match self.command(array, end - start).await {
+                Ok(chunk) => {
+                    let grown = (per_command * 2).min(self.max_statements);
+                    self.statements_per_command.store(grown, Ordering::Relaxed);
+                    chunk
+                }
+                Err(error) => {
+                    if error.is_timeout() {
+                        let shrunk = (per_command / 2).max(1);
+                        self.statements_per_command.store(shrunk, Ordering::Relaxed);
+                        tracing::warn!(
+                            collection = %self.collection,
+                            statements_per_command = shrunk,
+                            "a write timed out; fewer statements per command from now on"
+                        );
+                    }
+                    return Err(error);
+                }
+            };
             report.matched += chunk.matched;
             report.results.extend(chunk.results);
             start = end;
@@ -304,10 +356,17 @@ impl Store {
         // Unordered: one statement's failure does not stop the others. Statements of one key are
         // collapsed by the projections, and guarded, so their order does not matter.
         command.append("ordered", false);
-        let reply = tokio::time::timeout(self.timeout, self.database.run_raw_command(command))
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))?
-            .map_err(classify)?;
+        command.append(
+            "maxTimeMS",
+            i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX),
+        );
+        let reply = tokio::time::timeout(
+            self.timeout + CLIENT_GRACE,
+            self.database.run_raw_command(command),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout(self.timeout))?
+        .map_err(classify)?;
         parse_reply(&reply, count)
     }
 
@@ -546,6 +605,22 @@ mod tests {
             .is_retryable()
         );
         assert!(!StoreError::InvalidReply("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn timeouts_are_told_apart_from_other_transient_failures() {
+        assert!(StoreError::Timeout(Duration::from_secs(30)).is_timeout());
+        let expired = StoreError::TransientWrite {
+            code: MAX_TIME_EXPIRED,
+            message: "operation exceeded time limit".into(),
+        };
+        assert!(expired.is_timeout() && expired.is_retryable());
+        let conflict = StoreError::TransientWrite {
+            code: 112,
+            message: "WriteConflict".into(),
+        };
+        assert!(!conflict.is_timeout() && conflict.is_retryable());
+        assert!(!StoreError::Contention("g".into()).is_timeout());
     }
 
     #[test]
