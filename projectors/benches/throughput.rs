@@ -3,19 +3,27 @@
 //!
 //! 1. **Live projector.** A backlog of `BENCH_EVENTS` (default 20,000) CustomerChangeEvents, two
 //!    per customer (every customer's first change, then every second change, so no batch
-//!    collapses anything), is produced to a fresh topic. Baseline: the same writes as plain
-//!    `update` statements (upsert by `_id`, `$set` of the customer fields, `orders: []` on insert)
-//!    sent from this process in unordered commands of the projector's batch size into a fresh
-//!    collection. Projector: the release binary (`projectors run orders`) drains the backlog into
-//!    another fresh collection; timed from `/health` turning 200 (partitions assigned) until the
-//!    group's committed offsets reach the end; CPU from `/proc/<pid>/stat` over the same span.
-//!    The same again for `BENCH_EVENTS` FulfillmentRequestEvents (one per order) and the
-//!    fulfillment projector.
-//! 2. **Rebuild.** `BENCH_REBUILD_EVENTS` (default 100,000) CustomerChangeEvents, two per
-//!    customer. Baseline: a raw consume of the topic (records counted, not decoded) plus the raw
-//!    bulk upsert of the same writes, timed separately and summed. Rebuild: `projectors rebuild
-//!    orders` (release binary), wall time from spawn to exit, into a fresh collection; then once
-//!    more over the now populated collection.
+//!    collapses anything), is produced to a fresh topic. Baselines, sent from this process in
+//!    unordered `update` commands of the projector's batch size, each into a fresh collection:
+//!    the same writes as plain upserts by `_id`, and the projector's own guarded statements
+//!    (built by its code). Both write in the order a consumer receives the records (partitions
+//!    interleave; the order of inserts into the `_id` index changes the server's work), and each
+//!    runs before and after the projector, the mean counting (the server slows as its data file
+//!    grows). Projector: the release binary (`projectors run orders`) drains the backlog into
+//!    another fresh collection, with the shipped `apply` settings; timed from `/health` turning
+//!    200 until its metrics count every record settled (its offsets are then checked
+//!    committed); CPU from `/proc/<pid>/stat` over the same span. The same again for
+//!    `BENCH_EVENTS` FulfillmentRequestEvents (one per order) and the fulfillment projector.
+//! 2. **Rebuild.** `BENCH_REBUILD_EVENTS` (default 100,000) CustomerChangeEvents over
+//!    `BENCH_REBUILD_CUSTOMERS` (default 5,000). Baseline: a raw consume of the topic (records
+//!    copied out, not decoded) plus the raw bulk upsert of the same writes (in the consumed
+//!    order), timed separately and summed. Rebuild: `projectors rebuild orders` (release
+//!    binary), wall time from spawn to exit, into an empty collection; then once more over the
+//!    now populated one.
+//!
+//! `BENCH_PARTS` (default `live,rebuild`) picks the parts; CPU columns cover the client, the
+//! Kafka broker and the MongoDB server (`STACK_DIR` pid files, or `BENCH_KAFKA_PID` /
+//! `BENCH_MONGO_PID`).
 //!
 //! Run: `cargo bench -p projectors` (starts the local stack if needed).
 
@@ -23,13 +31,16 @@
 #[allow(unused_imports)]
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawArrayBuf, RawDocumentBuf, doc};
+use projectors::config::ApplySettings;
 use projectors::config::{Projector, ProjectorsConfig};
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -118,10 +129,12 @@ impl Servers {
 fn bench_config() -> ProjectorsConfig {
     let mut config = test_config();
     config.log.filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
-    config.apply.commit_interval_ms = 100;
-    config.apply.batch_wait_ms = 20;
-    config.apply.batch_size = 1_000;
-    config.apply.lag_interval_ms = 5_000;
+    // The shipped defaults (the tests' short intervals would commit and gather statistics
+    // many times a second); only the dead-letter topic stays the test's own.
+    config.apply = ApplySettings {
+        dead_letter_topic: config.apply.dead_letter_topic,
+        ..ApplySettings::default()
+    };
     config
 }
 
@@ -339,7 +352,7 @@ async fn live(
         if done >= events as f64 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             started.elapsed() < Duration::from_secs(900),
             "projector stalled"
@@ -355,8 +368,9 @@ async fn live(
     (seconds, cpu, steady, server_cpu)
 }
 
-/// Reads every record of `topic` without decoding it. Returns seconds.
-async fn raw_consume(topic: &str, expected: usize) -> f64 {
+/// Reads every record of `topic` without decoding it. Returns the seconds and the payloads in
+/// the order they arrived.
+async fn raw_consume(topic: &str, expected: usize) -> (f64, Vec<Vec<u8>>) {
     let consumer: StreamConsumer<TracingContext> = storefront_plumbing::kafka::consumer_config(
         &stack().kafka_settings(),
         "bench",
@@ -368,26 +382,38 @@ async fn raw_consume(topic: &str, expected: usize) -> f64 {
     // The first record marks the start: joining the group is not reading.
     let first = consumer.recv().await.unwrap().detach();
     let started = Instant::now();
-    let mut bytes = first.payload_len();
-    let mut read = 1;
-    while read < expected {
-        let message = consumer.recv().await.unwrap();
-        // Copy it out, as any consumer that keeps a record beyond the poll does.
-        bytes += message.detach().payload_len();
-        read += 1;
+    let mut records = Vec::with_capacity(expected);
+    records.push(first);
+    while records.len() < expected {
+        // Copied out, as any consumer that keeps a record beyond the poll does.
+        records.push(consumer.recv().await.unwrap().detach());
     }
-    assert!(bytes > 0);
-    started.elapsed().as_secs_f64()
+    let seconds = started.elapsed().as_secs_f64();
+    let payloads: Vec<Vec<u8>> = records
+        .into_iter()
+        .map(|record| record.payload().unwrap_or_default().to_vec())
+        .collect();
+    (seconds, payloads)
 }
 
-trait PayloadLen {
-    fn payload_len(&self) -> usize;
-}
-
-impl PayloadLen for rdkafka::message::OwnedMessage {
-    fn payload_len(&self) -> usize {
-        use rdkafka::Message;
-        self.payload().map_or(0, <[u8]>::len)
+impl Backlog {
+    /// Puts the baseline writes in the order a consumer received their records (`payloads`):
+    /// partitions interleave, and the order of inserts into the `_id` index changes how much
+    /// work the server does (a B-tree appended to in key order splits the fewest pages), so the
+    /// baselines write in the order the projector does.
+    fn in_consumption_order(mut self, payloads: &[Vec<u8>]) -> Self {
+        let index: HashMap<&[u8], usize> = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(n, record)| (record.body.as_deref().unwrap(), n))
+            .collect();
+        assert_eq!(index.len(), self.records.len(), "payloads are unique");
+        let order: Vec<usize> = payloads.iter().map(|p| index[p.as_slice()]).collect();
+        assert_eq!(order.len(), self.records.len(), "every record consumed");
+        self.plain = order.iter().map(|&n| self.plain[n].clone()).collect();
+        self.guarded = order.iter().map(|&n| self.guarded[n].clone()).collect();
+        self
     }
 }
 
@@ -487,6 +513,12 @@ async fn live_part(client: &mongodb::Client, events: usize, customers: usize, di
             Projector::Fulfillment => request_backlog(&config, events),
         };
         produce(&backlog.records).await;
+        let topic = match projector {
+            Projector::Orders => &config.topics.customer_change,
+            Projector::Fulfillment => &config.topics.fulfillment_request,
+        };
+        let (_, consumed) = raw_consume(topic, events).await;
+        let backlog = backlog.in_consumption_order(&consumed);
         let target = config.target(projector);
         let (plain_seconds, plain_cpu, plain_servers) = bare_upsert(
             client,
@@ -612,7 +644,10 @@ async fn rebuild_part(
     create_topics(&config).await;
     let backlog = customer_backlog(&config, rebuild_events, rebuild_customers);
     produce(&backlog.records).await;
-    let consume_seconds = raw_consume(&config.topics.customer_change, rebuild_events).await;
+    let (consume_seconds, consumed) =
+        raw_consume(&config.topics.customer_change, rebuild_events).await;
+    let backlog = backlog.in_consumption_order(&consumed);
+    drop(consumed);
     let (plain_seconds, plain_cpu, plain_servers) = bare_upsert(
         client,
         &unique("bench_bare"),
@@ -631,7 +666,7 @@ async fn rebuild_part(
         &servers,
     )
     .await;
-    drop(backlog);
+    let Backlog { plain, .. } = backlog;
     println!("{HEADER}");
     row(
         "raw consume (no decoding)",
@@ -677,7 +712,7 @@ async fn rebuild_part(
         client,
         &unique("bench_bare"),
         &config.targets.orders.collection,
-        &customer_backlog(&config, rebuild_events, rebuild_customers).plain,
+        &plain,
         config.apply.batch_size,
         &servers,
     )
