@@ -10,7 +10,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::StorefrontTopics;
-use storefront_tests::{Daemon, free_port, http_get, stack, unique, until_healthy};
+use storefront_tests::{
+    DEADLINE, Daemon, eventually, free_port, http_get, stack, unique, until_healthy,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cdc-connector");
 
@@ -28,15 +30,22 @@ fn test_config() -> ConnectorConfig {
     }
 }
 
-fn partitions_of(topic: &str) -> usize {
+/// Partitions of `topic` once the broker's metadata lists them (a topic just created can show
+/// none, with `LeaderNotAvailable`, for a moment).
+async fn partitions_of(topic: &str) -> usize {
     let consumer: BaseConsumer<TracingContext> =
         storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "storefront-tests")
             .create_with_context(TracingContext)
             .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    metadata.topics()[0].partitions().len()
+    eventually(DEADLINE, &format!("partitions of {topic}"), async || {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let topic = &metadata.topics()[0];
+        (topic.error().is_none() && !topic.partitions().is_empty())
+            .then(|| topic.partitions().len())
+    })
+    .await
 }
 
 #[test]
@@ -115,7 +124,7 @@ async fn in_process_it_creates_its_topics_reports_health_and_stops_on_signal() {
         "{body}"
     );
     for topic in topics.all() {
-        assert_eq!(partitions_of(topic), 3, "{topic}");
+        assert_eq!(partitions_of(topic).await, 3, "{topic}");
     }
     let (status, metrics) = http_get(connector.http_addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
