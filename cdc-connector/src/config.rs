@@ -1,8 +1,9 @@
 //! The connector's configuration: `cdc-connector.toml`, `CDC_CONNECTOR_*` variables and flags.
 
 use serde::{Deserialize, Serialize};
-use storefront_plumbing::config::{Validate, key_path};
+use storefront_plumbing::config::Validate;
 use storefront_plumbing::settings::{HttpSettings, KafkaSettings, LogSettings, MongoSettings};
+use storefront_plumbing::topics::NewTopicSettings;
 use storefront_schemas::topology::{
     Namespace, StorefrontNamespaces, StorefrontTopics, topic_name_problem,
 };
@@ -205,27 +206,6 @@ impl Default for ConnectorConfig {
     }
 }
 
-/// Settings for the topics the connector creates when they do not exist. Existing topics are
-/// never altered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NewTopicSettings {
-    /// Partitions of each new topic. Events are keyed per aggregate, so more partitions spread
-    /// load without breaking per-entity order.
-    pub partitions: i32,
-    /// Replicas of each new topic (3 in production; 1 on a single broker).
-    pub replication_factor: i32,
-}
-
-impl Default for NewTopicSettings {
-    fn default() -> Self {
-        Self {
-            partitions: 3,
-            replication_factor: 1,
-        }
-    }
-}
-
 impl Validate for ConnectorConfig {
     fn validate(&self, _path: &str, problems: &mut Vec<String>) {
         self.mongo.validate("mongo", problems);
@@ -234,12 +214,7 @@ impl Validate for ConnectorConfig {
         self.log.validate("log", problems);
         problems.extend(self.sources.problems("sources"));
         problems.extend(self.topics.problems("topics"));
-        if self.new_topics.partitions < 1 {
-            problems.push(format!(
-                "{} must be at least 1",
-                key_path("new_topics", "partitions")
-            ));
-        }
+        self.new_topics.validate("new_topics", problems);
         if self.stream.watch.is_empty() {
             problems.push("stream.watch must name at least one source".into());
         }
@@ -303,12 +278,6 @@ impl Validate for ConnectorConfig {
         }
         if self.checkpoints.interval_ms == 0 {
             problems.push("checkpoints.interval_ms must be at least 1".into());
-        }
-        if self.new_topics.replication_factor < 1 {
-            problems.push(format!(
-                "{} must be at least 1",
-                key_path("new_topics", "replication_factor")
-            ));
         }
     }
 }

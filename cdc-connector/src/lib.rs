@@ -36,6 +36,7 @@ use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec};
 use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
 use storefront_plumbing::telemetry::{ComponentState, TelemetryError};
+use storefront_plumbing::topics::{self, TopicRequirement};
 use storefront_schemas::topology::Namespace;
 
 use crate::checkpoint::CheckpointStore;
@@ -181,36 +182,15 @@ async fn work(
     first_error.map_or(Ok(()), |error| Err(error.into()))
 }
 
-/// The event and dead-letter topics with the settings they get when the connector creates them.
-/// Retention is what a projection rebuild needs (the projectors create missing topics the same
-/// way and check existing ones: `projectors/src/topics.rs`): the newest record of every customer
-/// and every order request forever (compacted; tombstones kept 7 days), every status change and
-/// every dead letter forever.
+/// The event and dead-letter topics with the settings they get when the connector creates them:
+/// the retention a projection rebuild needs (`storefront_plumbing::topics`, which the projectors
+/// create and check topics with too), and dead letters kept forever.
 pub fn topic_specs(config: &ConnectorConfig) -> Vec<TopicSpec> {
-    const FOREVER: [(&str, &str); 2] = [("cleanup.policy", "delete"), ("retention.ms", "-1")];
-    let compacted = |tombstones: bool| {
-        let mut configs = vec![("cleanup.policy", "compact")];
-        if tombstones {
-            configs.push(("delete.retention.ms", "604800000"));
-        }
-        configs
-    };
-    let topics = &config.topics;
-    [
-        (&topics.customer_change, compacted(true)),
-        (&topics.fulfillment_request, compacted(false)),
-        (&topics.order_status_change, FOREVER.to_vec()),
-        (&config.stream.dead_letter_topic, FOREVER.to_vec()),
-    ]
-    .into_iter()
-    .map(|(name, configs)| TopicSpec {
-        name: name.clone(),
-        partitions: config.new_topics.partitions,
-        replication_factor: config.new_topics.replication_factor,
-        configs: configs
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect(),
-    })
-    .collect()
+    topics::event_topics(&config.topics)
+        .into_iter()
+        .chain([TopicRequirement::everything(
+            &config.stream.dead_letter_topic,
+        )])
+        .map(|requirement| config.new_topics.spec(&requirement))
+        .collect()
 }

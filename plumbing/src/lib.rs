@@ -9,6 +9,7 @@
 //! - [`mongo`]: one place that builds the MongoDB client.
 //! - [`process`]: the frame around a process: telemetry, HTTP endpoint, shutdown token.
 //! - [`retry`]: capped exponential backoff with jitter for transient failures.
+//! - [`topics`]: the storefront topics' retention and the settings new topics get.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
@@ -21,3 +22,4 @@ pub mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod topics;

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use storefront_plumbing::config::{Validate, key_path};
 use storefront_plumbing::settings::{HttpSettings, KafkaSettings, LogSettings, MongoSettings};
+use storefront_plumbing::topics::NewTopicSettings;
 use storefront_schemas::topology::{
     Namespace, StorefrontNamespaces, StorefrontTopics, topic_name_problem,
 };
@@ -177,27 +178,6 @@ impl Validate for ApplySettings {
     }
 }
 
-/// Settings for the topics the projectors create when they do not exist (the event topics and
-/// the dead-letter topic). Existing topics are never altered; their retention is checked and a
-/// mismatch reported (see `projectors setup-topics`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NewTopicSettings {
-    /// Partitions of each new topic; instances of one projector share at most this many.
-    pub partitions: i32,
-    /// Replicas of each new topic (3 in production; 1 on a single broker).
-    pub replication_factor: i32,
-}
-
-impl Default for NewTopicSettings {
-    fn default() -> Self {
-        Self {
-            partitions: 3,
-            replication_factor: 1,
-        }
-    }
-}
-
 impl Validate for ProjectorsConfig {
     fn validate(&self, _path: &str, problems: &mut Vec<String>) {
         self.mongo.validate("mongo", problems);
@@ -228,12 +208,7 @@ impl Validate for ProjectorsConfig {
                 key_path("", "consumer_group_prefix")
             ));
         }
-        if self.new_topics.partitions < 1 {
-            problems.push("new_topics.partitions must be at least 1".into());
-        }
-        if self.new_topics.replication_factor < 1 {
-            problems.push("new_topics.replication_factor must be at least 1".into());
-        }
+        self.new_topics.validate("new_topics", problems);
     }
 }
 
