@@ -42,8 +42,7 @@ use projectors::config::ApplySettings;
 use projectors::config::{Projector, ProjectorsConfig};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::events::{CustomerChangeEvent, FulfillmentRequestEvent};
@@ -149,23 +148,7 @@ async fn produce(records: &[Outbound]) -> f64 {
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(records.len());
     for record in records {
-        let headers = record
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |h, (key, value)| {
-                h.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
-        let mut out: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&record.topic).headers(headers);
-        if let Some(key) = &record.key {
-            out = out.key(key);
-        }
-        if let Some(body) = &record.body {
-            out = out.payload(body);
-        }
+        let out = record.to_record(None);
         deliveries.push(producer.send_result(out).map_err(|(e, _)| e).unwrap());
     }
     for delivery in deliveries {
@@ -269,17 +252,17 @@ fn request_backlog(config: &ProjectorsConfig, events: usize) -> Backlog {
     backlog
 }
 
-/// The bare baseline: `writes` as unordered `update` commands of `batch` statements, one after
-/// another, into `database.collection`. Returns (seconds, CPU seconds of this process).
+/// A bare baseline: `writes` as unordered `update` commands of `batch` statements, one after
+/// another, into `collection` of a fresh database. Prints its row as `label`; returns seconds.
 async fn bare_upsert(
     client: &mongodb::Client,
-    database: &str,
+    label: &str,
     collection: &str,
     writes: &[Document],
     batch: usize,
     servers: &Servers,
-) -> (f64, f64, ServerCpu) {
-    let db = client.database(database);
+) -> f64 {
+    let db = client.database(&unique("bench_baseline"));
     let own = std::process::id();
     let cpu_before = cpu_seconds(own);
     let servers_before = servers.now();
@@ -296,11 +279,15 @@ async fn bare_upsert(
         let reply = db.run_raw_command(command).await.unwrap();
         assert!(reply.get_array("writeErrors").is_err(), "{reply}");
     }
-    (
-        started.elapsed().as_secs_f64(),
-        cpu_seconds(own) - cpu_before,
-        servers.since(servers_before),
-    )
+    let seconds = started.elapsed().as_secs_f64();
+    row(
+        label,
+        writes.len(),
+        seconds,
+        Some(cpu_seconds(own) - cpu_before),
+        Some(servers.since(servers_before)),
+    );
+    seconds
 }
 
 fn write_config(dir: &Path, config: &ProjectorsConfig, name: &str) -> PathBuf {
@@ -520,38 +507,24 @@ async fn live_part(client: &mongodb::Client, events: usize, customers: usize, di
         let (_, consumed) = raw_consume(topic, events).await;
         let backlog = backlog.in_consumption_order(&consumed);
         let target = config.target(projector);
-        let (plain_seconds, plain_cpu, plain_servers) = bare_upsert(
+        let plain_seconds = bare_upsert(
             client,
-            &unique("bench_bare"),
+            &format!("bare unordered bulk upsert by `_id` ({projector} writes)"),
             &target.collection,
             &backlog.plain,
             config.apply.batch_size,
             &servers,
         )
         .await;
-        row(
-            &format!("bare unordered bulk upsert by `_id` ({projector} writes)"),
-            events,
-            plain_seconds,
-            Some(plain_cpu),
-            Some(plain_servers),
-        );
-        let (guarded_seconds, guarded_cpu, guarded_servers) = bare_upsert(
+        let guarded_seconds = bare_upsert(
             client,
-            &unique("bench_guarded"),
+            &format!("bare unordered bulk of the projector's guarded upserts ({projector})"),
             &target.collection,
             &backlog.guarded,
             config.apply.batch_size,
             &servers,
         )
         .await;
-        row(
-            &format!("bare unordered bulk of the projector's guarded upserts ({projector})"),
-            events,
-            guarded_seconds,
-            Some(guarded_cpu),
-            Some(guarded_servers),
-        );
         let (seconds, cpu, steady, live_servers) =
             live(&config, projector, events, dir, &servers).await;
         row(
@@ -572,38 +545,24 @@ async fn live_part(client: &mongodb::Client, events: usize, customers: usize, di
         }
         // The server slows as its data file and oplog grow, so each baseline runs again after
         // the projector and the two are averaged: neither side gains from going first.
-        let (guarded_again, guarded_cpu, guarded_servers) = bare_upsert(
+        let guarded_again = bare_upsert(
             client,
-            &unique("bench_guarded"),
+            &format!("bare guarded upserts again, after the projector ({projector})"),
             &target.collection,
             &backlog.guarded,
             config.apply.batch_size,
             &servers,
         )
         .await;
-        row(
-            &format!("bare guarded upserts again, after the projector ({projector})"),
-            events,
-            guarded_again,
-            Some(guarded_cpu),
-            Some(guarded_servers),
-        );
-        let (plain_again, plain_cpu, plain_servers) = bare_upsert(
+        let plain_again = bare_upsert(
             client,
-            &unique("bench_bare"),
+            &format!("bare upsert by `_id` again, after the projector ({projector})"),
             &target.collection,
             &backlog.plain,
             config.apply.batch_size,
             &servers,
         )
         .await;
-        row(
-            &format!("bare upsert by `_id` again, after the projector ({projector})"),
-            events,
-            plain_again,
-            Some(plain_cpu),
-            Some(plain_servers),
-        );
         let plain_seconds = (plain_seconds + plain_again) / 2.0;
         let guarded_seconds = (guarded_seconds + guarded_again) / 2.0;
         let documents = client
@@ -648,25 +607,6 @@ async fn rebuild_part(
         raw_consume(&config.topics.customer_change, rebuild_events).await;
     let backlog = backlog.in_consumption_order(&consumed);
     drop(consumed);
-    let (plain_seconds, plain_cpu, plain_servers) = bare_upsert(
-        client,
-        &unique("bench_bare"),
-        &config.targets.orders.collection,
-        &backlog.plain,
-        config.apply.batch_size,
-        &servers,
-    )
-    .await;
-    let (guarded_seconds, guarded_cpu, guarded_servers) = bare_upsert(
-        client,
-        &unique("bench_guarded"),
-        &config.targets.orders.collection,
-        &backlog.guarded,
-        config.apply.batch_size,
-        &servers,
-    )
-    .await;
-    let Backlog { plain, .. } = backlog;
     println!("{HEADER}");
     row(
         "raw consume (no decoding)",
@@ -675,20 +615,25 @@ async fn rebuild_part(
         None,
         None,
     );
-    row(
+    let plain_seconds = bare_upsert(
+        client,
         "raw bulk upsert by `_id`",
-        rebuild_events,
-        plain_seconds,
-        Some(plain_cpu),
-        Some(plain_servers),
-    );
-    row(
+        &config.targets.orders.collection,
+        &backlog.plain,
+        config.apply.batch_size,
+        &servers,
+    )
+    .await;
+    let guarded_seconds = bare_upsert(
+        client,
         "raw bulk of the projector's guarded upserts",
-        rebuild_events,
-        guarded_seconds,
-        Some(guarded_cpu),
-        Some(guarded_servers),
-    );
+        &config.targets.orders.collection,
+        &backlog.guarded,
+        config.apply.batch_size,
+        &servers,
+    )
+    .await;
+    let Backlog { plain, .. } = backlog;
     let guarded_baseline = consume_seconds + guarded_seconds;
     let cpu_before = children_cpu_seconds();
     let (fresh_seconds, cpu_after, fresh_report, fresh_servers) = rebuild(&config, dir, &servers);
@@ -708,22 +653,15 @@ async fn rebuild_part(
         Some(cpu_after - cpu_before),
         Some(again_servers),
     );
-    let (plain_after, plain_cpu, plain_servers) = bare_upsert(
+    let plain_after = bare_upsert(
         client,
-        &unique("bench_bare"),
+        "raw bulk upsert by `_id` again, after the rebuilds",
         &config.targets.orders.collection,
         &plain,
         config.apply.batch_size,
         &servers,
     )
     .await;
-    row(
-        "raw bulk upsert by `_id` again, after the rebuilds",
-        rebuild_events,
-        plain_after,
-        Some(plain_cpu),
-        Some(plain_servers),
-    );
     let baseline = consume_seconds + (plain_seconds + plain_after) / 2.0;
     println!("\n{fresh_report}\n{again_report}");
     println!(

@@ -110,6 +110,32 @@ pub struct Outbound {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Outbound {
+    /// The record to produce, to `partition` when given.
+    pub fn to_record(&self, partition: Option<i32>) -> FutureRecord<'_, [u8], [u8]> {
+        let headers = self
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let mut out = FutureRecord::to(&self.topic).headers(headers);
+        if let Some(key) = &self.key {
+            out = out.key(key.as_slice());
+        }
+        if let Some(body) = &self.body {
+            out = out.payload(body.as_slice());
+        }
+        if let Some(partition) = partition {
+            out = out.partition(partition);
+        }
+        out
+    }
+}
+
 fn metadata(event_type: EventType, key: &str, position: u64, source: Namespace) -> EventMetadata {
     EventMetadata {
         id: event_id(event_type, &[key, &position.to_string()]),
@@ -315,26 +341,7 @@ impl Producer {
     }
 
     pub async fn send(&self, record: &Outbound, partition: Option<i32>) {
-        let headers = record
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
-        let mut out: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&record.topic).headers(headers);
-        if let Some(key) = &record.key {
-            out = out.key(key);
-        }
-        if let Some(body) = &record.body {
-            out = out.payload(body);
-        }
-        if let Some(partition) = partition {
-            out = out.partition(partition);
-        }
+        let out = record.to_record(partition);
         self.producer
             .send(out, Duration::from_secs(10))
             .await
