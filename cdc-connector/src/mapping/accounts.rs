@@ -86,6 +86,7 @@ impl ChangeMapper for AccountsMapper {
 #[cfg(test)]
 mod tests {
     use mongodb::bson::{Bson, Document, doc};
+    use storefront_schemas::documents::DocumentError;
     use storefront_schemas::metadata::SCHEMA_VERSION;
 
     use super::*;
@@ -129,17 +130,17 @@ mod tests {
     }
 
     fn missing(field: &str) -> Expect {
-        Expect::Error(MappingError::MissingField {
+        Expect::Error(MappingError::Document(DocumentError::MissingField {
             field: field.into(),
-        })
+        }))
     }
 
     fn invalid(field: &str) -> Expect {
         // The reason text comes from the reader; the field path is the contract.
-        Expect::Error(MappingError::InvalidField {
+        Expect::Error(MappingError::Document(DocumentError::InvalidField {
             field: field.into(),
             reason: String::new(),
-        })
+        }))
     }
 
     #[test]
@@ -320,8 +321,10 @@ mod tests {
                 (Expect::Nothing, Ok(events)) => assert!(events.is_empty(), "{name}: {events:?}"),
                 (Expect::Error(expected), Err(error)) => match (expected, &error) {
                     (
-                        MappingError::InvalidField { field, .. },
-                        MappingError::InvalidField { field: actual, .. },
+                        MappingError::Document(DocumentError::InvalidField { field, .. }),
+                        MappingError::Document(DocumentError::InvalidField {
+                            field: actual, ..
+                        }),
                     ) => assert_eq!(field, actual, "{name}: {error}"),
                     _ => assert_eq!(expected, &error, "{name}"),
                 },

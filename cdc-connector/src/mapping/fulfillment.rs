@@ -18,7 +18,7 @@
 //! Statuses this release does not know are published as they are (forward compatible). A
 //! request whose order has no status at all is malformed: a [`MappingError`].
 
-use storefront_schemas::documents::{Fulfillment, OrderStatusType};
+use storefront_schemas::documents::{DocumentError, Fulfillment, OrderStatusType};
 use storefront_schemas::events::{EventPayload, OrderStatusChangeEvent};
 use storefront_schemas::metadata::event_id;
 
@@ -51,12 +51,12 @@ impl ChangeMapper for FulfillmentMapper {
         let fulfillment: Fulfillment = read(document)?;
         let order = &fulfillment.order;
         require_guid(&order.guid, "order.guid")?;
-        let status = order
-            .current_status()
-            .ok_or_else(|| MappingError::InvalidField {
+        let status = order.current_status().ok_or_else(|| {
+            MappingError::Document(DocumentError::InvalidField {
                 field: "order.orderStatusEvents".to_owned(),
                 reason: format!("order {} has no status", order.guid),
-            })?;
+            })
+        })?;
         if status.order_status_type == OrderStatusType::Approved {
             return Ok(Vec::new());
         }
@@ -299,8 +299,8 @@ mod tests {
                 (Nothing, Ok(events)) => assert!(events.is_empty(), "{name}: {events:?}"),
                 (Error(field), Err(error)) => {
                     let actual = match &error {
-                        MappingError::MissingField { field } => field,
-                        MappingError::InvalidField { field, .. } => field,
+                        MappingError::Document(DocumentError::MissingField { field }) => field,
+                        MappingError::Document(DocumentError::InvalidField { field, .. }) => field,
                         other => panic!("{name}: {other}"),
                     };
                     assert_eq!(actual, field, "{name}: {error}");

@@ -73,20 +73,9 @@ pub struct OutboundEvent {
 /// Why a document could not be mapped. The message is the dead letter's reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
-    /// A required field is absent.
-    #[error("missing required field `{field}`")]
-    MissingField {
-        /// Dotted path of the field.
-        field: String,
-    },
-    /// A field has the wrong BSON type or an invalid value.
-    #[error("field `{field}`: {reason}")]
-    InvalidField {
-        /// Dotted path of the field.
-        field: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// A field is missing or invalid.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
     /// The change names a collection this mapper does not handle.
     #[error("no mapping for collection {0}")]
     UnknownNamespace(String),
@@ -117,21 +106,6 @@ pub use storefront::StorefrontMapper;
 use storefront_schemas::documents::{self, DocumentError};
 use storefront_schemas::metadata::{EventType, SCHEMA_VERSION};
 
-impl From<DocumentError> for MappingError {
-    fn from(error: DocumentError) -> Self {
-        match error {
-            DocumentError::MissingField { field } => MappingError::MissingField { field },
-            DocumentError::InvalidField { field, reason } => {
-                MappingError::InvalidField { field, reason }
-            }
-            DocumentError::NotExtendedJson(reason) => MappingError::InvalidField {
-                field: String::new(),
-                reason,
-            },
-        }
-    }
-}
-
 /// The document to map, or `None` when the change leaves nothing to map: a delete, or an update
 /// whose post-image is gone because the document was deleted before the server looked it up.
 /// In that second case the delete's own change follows in the stream and supersedes this one,
@@ -142,9 +116,9 @@ fn post_image(change: &SourceChange) -> Result<Option<&RawDocument>, MappingErro
         (ChangeKind::Update, None) => Ok(None),
         (_, Some(document)) => Ok(Some(document.as_ref())),
         (ChangeKind::Snapshot | ChangeKind::Insert | ChangeKind::Replace, None) => {
-            Err(MappingError::MissingField {
+            Err(MappingError::Document(DocumentError::MissingField {
                 field: "fullDocument".to_owned(),
-            })
+            }))
         }
     }
 }
@@ -156,18 +130,20 @@ fn read<T: serde::de::DeserializeOwned>(document: &RawDocument) -> Result<T, Map
     match mongodb::bson::from_slice(document.as_bytes()) {
         Ok(value) => Ok(value),
         Err(fast_error) => {
-            let tree = Document::try_from(document).map_err(|e| MappingError::InvalidField {
-                field: String::new(),
-                reason: e.to_string(),
+            let tree = Document::try_from(document).map_err(|e| {
+                MappingError::Document(DocumentError::InvalidField {
+                    field: String::new(),
+                    reason: e.to_string(),
+                })
             })?;
             match documents::from_document::<T>(&tree) {
                 Err(error) => Err(error.into()),
                 // Both decoders accept the same documents; should they ever disagree, the
                 // document is still refused, with the fast decoder's words.
-                Ok(_) => Err(MappingError::InvalidField {
+                Ok(_) => Err(MappingError::Document(DocumentError::InvalidField {
                     field: String::new(),
                     reason: fast_error.to_string(),
-                }),
+                })),
             }
         }
     }
@@ -177,10 +153,10 @@ fn read<T: serde::de::DeserializeOwned>(document: &RawDocument) -> Result<T, Map
 fn object_id_hex(id: &Bson) -> Result<String, MappingError> {
     match id {
         Bson::ObjectId(id) => Ok(id.to_hex()),
-        other => Err(MappingError::InvalidField {
+        other => Err(MappingError::Document(DocumentError::InvalidField {
             field: "_id".to_owned(),
             reason: format!("expected an ObjectId, found {:?}", other.element_type()),
-        }),
+        })),
     }
 }
 
@@ -188,10 +164,10 @@ fn object_id_hex(id: &Bson) -> Result<String, MappingError> {
 /// one partition and make its events indistinguishable).
 fn require_guid(guid: &str, field: &str) -> Result<(), MappingError> {
     if guid.trim().is_empty() {
-        return Err(MappingError::InvalidField {
+        return Err(MappingError::Document(DocumentError::InvalidField {
             field: field.to_owned(),
             reason: "is empty".to_owned(),
-        });
+        }));
     }
     Ok(())
 }

@@ -23,7 +23,7 @@
 //! are delayed, not lost: once the document is repaired, the next change of it maps every order
 //! that is still APPROVED again, and the runtime publishes each once.
 
-use storefront_schemas::documents::{CustomerOrders, OrderStatusType};
+use storefront_schemas::documents::{CustomerOrders, DocumentError, OrderStatusType};
 use storefront_schemas::events::{EventPayload, FulfillmentRequestEvent};
 use storefront_schemas::metadata::event_id;
 
@@ -66,17 +66,16 @@ impl ChangeMapper for OrdersMapper {
             else {
                 continue;
             };
-            let address =
-                customer
-                    .shipping_address()
-                    .ok_or_else(|| MappingError::InvalidField {
-                        field: "addresses".to_owned(),
-                        reason: format!(
-                            "customer {} has no SHIPPING address to fulfill approved order {}",
-                            customer.id.to_hex(),
-                            order.guid
-                        ),
-                    })?;
+            let address = customer.shipping_address().ok_or_else(|| {
+                MappingError::Document(DocumentError::InvalidField {
+                    field: "addresses".to_owned(),
+                    reason: format!(
+                        "customer {} has no SHIPPING address to fulfill approved order {}",
+                        customer.id.to_hex(),
+                        order.guid
+                    ),
+                })
+            })?;
             let payload = FulfillmentRequestEvent::new(&customer, order, approved, address);
             events.push(outbound(
                 change,
@@ -380,8 +379,8 @@ mod tests {
                 }
                 (Error(field, reason), Err(error)) => {
                     let actual = match &error {
-                        MappingError::MissingField { field } => field,
-                        MappingError::InvalidField { field, .. } => field,
+                        MappingError::Document(DocumentError::MissingField { field }) => field,
+                        MappingError::Document(DocumentError::InvalidField { field, .. }) => field,
                         other => panic!("{name}: {other}"),
                     };
                     assert_eq!(actual, field, "{name}: {error}");
