@@ -22,9 +22,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use mongodb::bson::Document;
 use mongodb::change_stream::ChangeStream;
-use mongodb::change_stream::event::ChangeStreamEvent;
+use serde::de::DeserializeOwned;
 use storefront_plumbing::settings::{KafkaSettings, MongoSettings};
 
 /// The services the tests talk to.
@@ -157,14 +156,15 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Reads the next `count` change events within [`DEADLINE`], polling with `next_if_any` (the test
 /// server's getMore never blocks, so a plain `next` would spin).
-pub async fn next_events(
-    stream: &mut ChangeStream<ChangeStreamEvent<Document>>,
-    count: usize,
-) -> Vec<ChangeStreamEvent<Document>> {
-    let mut events = Vec::new();
+pub async fn next_events<T>(stream: &mut ChangeStream<T>, count: usize) -> Vec<T>
+where
+    T: DeserializeOwned + Unpin + Send + Sync,
+{
+    let mut events = Vec::with_capacity(count);
     eventually(DEADLINE, &format!("{count} change events"), async || {
         while events.len() < count {
-            events.push(stream.next_if_any().await.unwrap()?);
+            let next = stream.next_if_any().await.expect("change stream failed");
+            events.push(next?);
         }
         Some(())
     })

@@ -23,8 +23,6 @@
 //! `conformance_restart.rs`: restarting the server would disturb the tests of this binary, which
 //! run in parallel.
 
-use std::time::Duration;
-
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, Timestamp, doc};
@@ -36,29 +34,9 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database};
 use serde::de::DeserializeOwned;
-use storefront_tests::{eventually, next_events, stack, unique};
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use storefront_tests::{DEADLINE, eventually, next_events, stack, unique};
 
 type Event = ChangeStreamEvent<Document>;
-
-/// Reads the next `count` events, polling with `next_if_any`: the test server's getMore returns
-/// at once when idle, so a plain `next` would spin (polling is also correct on MongoDB).
-async fn next_n<T>(stream: &mut ChangeStream<T>, count: usize) -> Vec<T>
-where
-    T: DeserializeOwned + Unpin + Send + Sync,
-{
-    let mut events = Vec::with_capacity(count);
-    eventually(DEADLINE, &format!("{count} change events"), async || {
-        while events.len() < count {
-            let next = stream.next_if_any().await.expect("change stream failed");
-            events.push(next?);
-        }
-        Some(())
-    })
-    .await;
-    events
-}
 
 /// Writes a sentinel document and asserts that the stream's next event is its insert: proof
 /// that nothing else was pending before it (a wait for "no event" could never be sure).
@@ -71,7 +49,7 @@ async fn assert_next_is_sentinel(
         .insert_one(doc! { "_id": sentinel, "sentinel": true })
         .await
         .unwrap();
-    let next = next_n(stream, 1).await.remove(0);
+    let next = next_events(stream, 1).await.remove(0);
     assert_eq!(
         (next.operation_type, next.document_key),
         (OperationType::Insert, Some(doc! { "_id": sentinel })),
@@ -129,7 +107,7 @@ async fn insert_events_carry_document_key_full_document_ns_and_times() {
     for id in ids {
         coll.insert_one(customer(id)).await.unwrap();
     }
-    let events = next_n(&mut stream, 3).await;
+    let events = next_events(&mut stream, 3).await;
 
     for (event, id) in events.iter().zip(ids) {
         assert_eq!(event.operation_type, OperationType::Insert);
@@ -175,7 +153,7 @@ async fn update_events_describe_the_change_and_key_the_document_by_id() {
     )
     .await
     .unwrap();
-    let event = next_n(&mut stream, 1).await.remove(0);
+    let event = next_events(&mut stream, 1).await.remove(0);
 
     assert_eq!(event.get_str("operationType").unwrap(), "update");
     assert_eq!(
@@ -215,7 +193,7 @@ async fn replacing_a_document_is_a_replace_event_with_the_new_document() {
     coll.replace_one(doc! { "_id": id }, replacement.clone())
         .await
         .unwrap();
-    let event = next_n(&mut stream, 1).await.remove(0);
+    let event = next_events(&mut stream, 1).await.remove(0);
 
     assert_eq!(event.operation_type, OperationType::Replace);
     assert_eq!(event.document_key, Some(doc! { "_id": id }));
@@ -235,7 +213,7 @@ async fn delete_events_carry_only_the_document_key() {
     let mut stream = coll.watch().await.unwrap().with_type::<Document>();
 
     coll.delete_one(doc! { "_id": id }).await.unwrap();
-    let event = next_n(&mut stream, 1).await.remove(0);
+    let event = next_events(&mut stream, 1).await.remove(0);
 
     assert_eq!(event.get_str("operationType").unwrap(), "delete");
     assert_eq!(
@@ -272,7 +250,7 @@ async fn update_lookup_returns_the_current_document_or_null_once_deleted() {
     coll.update_one(doc! { "_id": id }, set_email("a@example.com"))
         .await
         .unwrap();
-    let first = next_n(&mut stream, 1).await.remove(0);
+    let first = next_events(&mut stream, 1).await.remove(0);
     let current = coll.find_one(doc! { "_id": id }).await.unwrap().unwrap();
     assert_eq!(first.get_document("fullDocument").unwrap(), &current);
 
@@ -283,7 +261,7 @@ async fn update_lookup_returns_the_current_document_or_null_once_deleted() {
     coll.update_one(doc! { "_id": id }, set_email("c@example.com"))
         .await
         .unwrap();
-    let both = next_n(&mut stream, 2).await;
+    let both = next_events(&mut stream, 2).await;
     for event in &both {
         let full = event.get_document("fullDocument").unwrap();
         assert_eq!(
@@ -309,7 +287,7 @@ async fn update_lookup_returns_the_current_document_or_null_once_deleted() {
         .await
         .unwrap();
     coll.delete_one(doc! { "_id": id }).await.unwrap();
-    let events = next_n(&mut stream, 2).await;
+    let events = next_events(&mut stream, 2).await;
     assert_eq!(events[0].get_str("operationType").unwrap(), "update");
     assert_eq!(
         events[0].get("fullDocument"),
@@ -346,7 +324,7 @@ async fn no_event_is_lost_on_dotted_collections_with_update_lookup() {
         .await
         .unwrap();
     }
-    let events = next_n(&mut stream, 20).await;
+    let events = next_events(&mut stream, 20).await;
 
     for (n, event) in events.iter().enumerate() {
         assert_eq!(event.operation_type, OperationType::Update);
@@ -386,7 +364,7 @@ async fn a_collection_stream_sees_only_its_own_collection() {
         .unwrap();
     accounts(&db).insert_one(doc! { "_id": 4 }).await.unwrap();
 
-    let event = next_n(&mut stream, 1).await.remove(0);
+    let event = next_events(&mut stream, 1).await.remove(0);
     assert_eq!(event.document_key, Some(doc! { "_id": 4 }));
     assert_next_is_sentinel(&mut stream, &accounts(&db)).await;
 }
@@ -412,7 +390,7 @@ async fn a_database_stream_sees_every_collection_in_order() {
     orders(&db).drop().await.unwrap();
     fulfillment.delete_one(doc! { "_id": 3 }).await.unwrap();
 
-    let events = next_n(&mut stream, 6).await;
+    let events = next_events(&mut stream, 6).await;
     let seen: Vec<(OperationType, Option<String>)> = events
         .iter()
         .map(|e| (e.operation_type.clone(), ns_of(e).1))
@@ -443,7 +421,7 @@ async fn dropping_the_database_ends_a_database_stream_with_invalidate() {
     let mut stream = db.watch().await.unwrap();
 
     db.drop().await.unwrap();
-    let events = next_n(&mut stream, 3).await;
+    let events = next_events(&mut stream, 3).await;
 
     assert_eq!(
         events
@@ -484,7 +462,7 @@ async fn dropping_the_collection_ends_its_stream_with_drop_then_invalidate() {
     let mut stream = coll.watch().await.unwrap();
 
     coll.drop().await.unwrap();
-    let events = next_n(&mut stream, 2).await;
+    let events = next_events(&mut stream, 2).await;
 
     assert_eq!(events[0].operation_type, OperationType::Drop);
     assert_eq!(
@@ -512,7 +490,7 @@ async fn renaming_the_collection_ends_its_stream_with_rename_then_invalidate() {
         .run_command(doc! { "renameCollection": &from, "to": &to })
         .await
         .unwrap();
-    let events = next_n(&mut stream, 2).await;
+    let events = next_events(&mut stream, 2).await;
 
     assert_eq!(events[0].operation_type, OperationType::Rename);
     let target = events[0].to.as_ref().expect("rename has `to`");
@@ -529,7 +507,7 @@ async fn token_after_inserts(coll: &Collection<Document>, ids: &[i32]) -> Resume
     for id in ids {
         coll.insert_one(doc! { "_id": id }).await.unwrap();
     }
-    let events = next_n(&mut stream, ids.len()).await;
+    let events = next_events(&mut stream, ids.len()).await;
     events.last().expect("some events").id.clone()
 }
 
@@ -565,7 +543,7 @@ async fn resume_after_delivers_exactly_the_events_after_the_token_even_after_an_
     coll.delete_one(doc! { "_id": 1 }).await.unwrap();
 
     let mut resumed = coll.watch().resume_after(token).await.unwrap();
-    let events = next_n(&mut resumed, 3).await;
+    let events = next_events(&mut resumed, 3).await;
     assert_eq!(
         events
             .iter()
@@ -594,7 +572,7 @@ async fn start_after_delivers_exactly_the_events_after_the_token() {
     }
 
     let mut started = coll.watch().start_after(token).await.unwrap();
-    assert_eq!(key_ids(&next_n(&mut started, 3).await), vec![4, 5, 6]);
+    assert_eq!(key_ids(&next_events(&mut started, 3).await), vec![4, 5, 6]);
     assert_next_is_sentinel(&mut started, &coll).await;
 }
 
@@ -609,7 +587,7 @@ async fn after_an_invalidate_only_start_after_resumes() {
     coll.insert_one(doc! { "_id": 1 }).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     coll.drop().await.unwrap();
-    let events = next_n(&mut stream, 2).await;
+    let events = next_events(&mut stream, 2).await;
     assert_eq!(events[1].operation_type, OperationType::Invalidate);
     let invalidate = events[1].id.clone();
 
@@ -621,7 +599,7 @@ async fn after_an_invalidate_only_start_after_resumes() {
         "resumeAfter an invalidate must fail, got a stream"
     );
     let mut started = coll.watch().start_after(invalidate).await.unwrap();
-    let event = next_n(&mut started, 1).await.remove(0);
+    let event = next_events(&mut started, 1).await.remove(0);
     assert_eq!(
         (event.operation_type, event.document_key),
         (OperationType::Insert, Some(doc! { "_id": 2 }))
@@ -638,10 +616,10 @@ async fn resuming_after_a_drop_event_delivers_the_invalidate() {
     coll.insert_one(doc! { "_id": 1 }).await.unwrap();
     let mut stream = coll.watch().await.unwrap();
     coll.drop().await.unwrap();
-    let drop_token = next_n(&mut stream, 1).await.remove(0).id;
+    let drop_token = next_events(&mut stream, 1).await.remove(0).id;
 
     let mut resumed = coll.watch().resume_after(drop_token).await.unwrap();
-    let event = next_n(&mut resumed, 1).await.remove(0);
+    let event = next_events(&mut resumed, 1).await.remove(0);
     assert_eq!(event.operation_type, OperationType::Invalidate);
 }
 
@@ -663,7 +641,7 @@ async fn an_idle_stream_has_a_resume_token_that_resumes_exactly() {
     coll.insert_one(doc! { "_id": 1 }).await.unwrap();
     coll.insert_one(doc! { "_id": 2 }).await.unwrap();
     let mut resumed = coll.watch().resume_after(token).await.unwrap();
-    assert_eq!(key_ids(&next_n(&mut resumed, 2).await), vec![1, 2]);
+    assert_eq!(key_ids(&next_events(&mut resumed, 2).await), vec![1, 2]);
     assert_next_is_sentinel(&mut resumed, &coll).await;
 }
 
@@ -678,11 +656,11 @@ async fn start_at_operation_time_includes_the_event_at_that_time() {
     for id in 1..=3 {
         coll.insert_one(doc! { "_id": id }).await.unwrap();
     }
-    let events = next_n(&mut stream, 3).await;
+    let events = next_events(&mut stream, 3).await;
     let second = events[1].cluster_time.expect("clusterTime");
 
     let mut started = coll.watch().start_at_operation_time(second).await.unwrap();
-    assert_eq!(key_ids(&next_n(&mut started, 2).await), vec![2, 3]);
+    assert_eq!(key_ids(&next_events(&mut started, 2).await), vec![2, 3]);
     assert_next_is_sentinel(&mut started, &coll).await;
 }
 
@@ -710,7 +688,7 @@ async fn a_match_stage_filters_events() {
     coll.insert_one(doc! { "_id": 2 }).await.unwrap();
     coll.delete_one(doc! { "_id": 2 }).await.unwrap();
 
-    let events = next_n(&mut stream, 3).await;
+    let events = next_events(&mut stream, 3).await;
     let seen: Vec<(OperationType, Vec<i32>)> = events
         .iter()
         .map(|e| (e.operation_type.clone(), key_ids(std::slice::from_ref(e))))
@@ -749,7 +727,7 @@ async fn a_deployment_stream_sees_several_databases_in_order() {
         .await
         .unwrap();
 
-    let events = next_n(&mut stream, 3).await;
+    let events = next_events(&mut stream, 3).await;
     let seen: Vec<(String, Option<String>)> = events.iter().map(ns_of).collect();
     assert_eq!(
         seen,
@@ -802,7 +780,7 @@ async fn find_one_and_modify_commands_emit_change_events() {
     assert_eq!(not_returned, None, "no document before an upsert");
     coll.find_one_and_delete(doc! { "_id": 1 }).await.unwrap();
 
-    let events = next_n(&mut stream, 5).await;
+    let events = next_events(&mut stream, 5).await;
     let kinds: Vec<OperationType> = events.iter().map(|e| e.operation_type.clone()).collect();
     assert_eq!(
         kinds,
@@ -850,7 +828,7 @@ async fn writes_that_change_nothing_emit_nothing() {
         .unwrap();
     assert_eq!(unchanged.modified_count, 0);
 
-    let event = next_n(&mut stream, 1).await.remove(0);
+    let event = next_events(&mut stream, 1).await.remove(0);
     assert_eq!(
         (event.operation_type, event.document_key),
         (OperationType::Insert, Some(doc! { "_id": 2 })),
@@ -1119,7 +1097,7 @@ async fn without_the_option_when_available_is_null_and_required_fails() {
     coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 2 } })
         .await
         .unwrap();
-    let events = next_n(&mut when_available, 3).await;
+    let events = next_events(&mut when_available, 3).await;
     assert_eq!(events[0].get_str("operationType").unwrap(), "insert");
     assert_eq!(
         events[1].get("fullDocument"),
@@ -1199,6 +1177,6 @@ async fn coll_mod_needs_the_collection_and_can_turn_images_off() {
     coll.update_one(doc! { "_id": 1 }, doc! { "$set": { "v": 1 } })
         .await
         .unwrap();
-    let event = next_n(&mut stream, 1).await.remove(0);
+    let event = next_events(&mut stream, 1).await.remove(0);
     assert_eq!(event.get("fullDocument"), Some(&Bson::Null), "{event}");
 }

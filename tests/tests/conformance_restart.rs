@@ -7,33 +7,13 @@
 //! Against an external MongoDB (`STOREFRONT_TEST_MONGO_URI`) the tests cannot restart it and
 //! say so; the rest of the suite (`conformance.rs`) still runs there.
 
-use std::time::Duration;
-
 use mongodb::Collection;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use mongodb::options::FullDocumentType;
-use storefront_tests::{eventually, stack, unique};
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use storefront_tests::{next_events, stack, unique};
 
 type Event = ChangeStreamEvent<Document>;
-
-/// Reads the next `count` events, polling with `next_if_any` (the test server's getMore never
-/// blocks, so a plain `next` would spin).
-async fn next_n(stream: &mut ChangeStream<Event>, count: usize) -> Vec<Event> {
-    let mut events = Vec::with_capacity(count);
-    eventually(DEADLINE, &format!("{count} change events"), async || {
-        while events.len() < count {
-            let next = stream.next_if_any().await.expect("change stream failed");
-            events.push(next?);
-        }
-        Some(())
-    })
-    .await;
-    events
-}
 
 fn key_id(event: &Event) -> i32 {
     event
@@ -67,7 +47,7 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
     for id in 1..=2 {
         coll.insert_one(doc! { "_id": id, "v": 0 }).await.unwrap();
     }
-    let before = next_n(&mut open_stream, 2).await;
+    let before = next_events(&mut open_stream, 2).await;
     let token = before[1].id.clone();
     let time_before = before[1].cluster_time.expect("clusterTime");
     // Written before the restart, after the token: must come after resuming.
@@ -91,7 +71,7 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
         .resume_after(token)
         .await
         .unwrap();
-    let events = next_n(&mut resumed, 3).await;
+    let events = next_events(&mut resumed, 3).await;
     let seen: Vec<(OperationType, i32)> = events
         .iter()
         .map(|e| (e.operation_type.clone(), key_id(e)))
@@ -117,7 +97,7 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
 
     // The stream that was open during the restart: its next read fails on the dead connection,
     // the driver resumes from its last token, and it delivers the same events.
-    let survived = next_n(&mut open_stream, 3).await;
+    let survived = next_events(&mut open_stream, 3).await;
     assert_eq!(
         survived.iter().map(key_id).collect::<Vec<_>>(),
         vec![1, 2, 3]
