@@ -8,18 +8,15 @@
 //!   the field by its dotted MongoDB path (`orders.2.orderStatusEvents.0.timestamp`), so a dead
 //!   letter says exactly what to repair. Optional fields (`?` in the contract) are `Option`s;
 //!   `null` reads as absent, and absent fields are left out when written.
-//! - **Whole numbers are read by value.** `timestamp` (epoch milliseconds) and `quantity` accept
-//!   BSON int32, int64 and a double without fraction (the mongo shell writes every number as a
-//!   double); anything else, including a fraction or a double beyond 2^53, is an error rather
-//!   than a silently rounded value. They are always written back as integers.
-//! - **Prices are kept as stored.** [`Price`] holds the number the document holds: an integer
-//!   stays an integer and a double stays a double (the original services store a double), so
-//!   `10.0` is published as `10.0` and `10` as `10`. Decimal128 is rejected, not approximated.
+//! - **Every stored shape is read** (`domain.md`'s "Stored shapes"): whole numbers (`timestamp`,
+//!   `quantity`) from int32, int64, a double without fraction or a BSON date; a [`Price`] exactly
+//!   from a decimal string, Decimal128, a double or an integer; a [`CustomerId`] from an ObjectId
+//!   or a string. A list stored as `null` or left out reads as empty. A value that cannot be read
+//!   exactly (a fraction where a whole number belongs, a double beyond 2^53, a price with more
+//!   digits than JSON readers keep) is an error, never a silently rounded value.
 //! - **Enumerations are open.** A value this release does not know (say a new
 //!   [`OrderStatusType`]) reads as `Other(text)` and is written back unchanged, so an older
 //!   connector keeps mapping documents written by newer applications.
-//! - **`_id`s are strict.** `Customer` and `CustomerOrders` `_id`s must be BSON ObjectIds (not
-//!   their hex strings): the orders projection joins the two collections on that value.
 //!
 //! Credit cards exist only on [`Customer`]; no event type has a field that could hold one (see
 //! [`crate::events`]), and their `Debug` output hides the number.
@@ -30,7 +27,7 @@ use std::fmt;
 use bson::oid::ObjectId;
 use bson::{Bson, Document};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// Why a source document could not be read. Field paths are dotted MongoDB paths.
@@ -288,56 +285,109 @@ open_enum! {
 // Numbers and ids
 // ---------------------------------------------------------------------------------------------
 
-/// A price exactly as the document stores it (an integer or a finite double).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(transparent)]
-pub struct Price(serde_json::Number);
+/// A price: an exact decimal, read from every BSON type real data stores it as.
+///
+/// - **Read from** a decimal string (`"3.99"`, how Spring Data writes a Java `BigDecimal`),
+///   Decimal128, a double, int32 or int64. A double is read as the shortest decimal that
+///   round-trips to it (`3.99`, never `3.9900000000000002`).
+/// - **Exact for every reader.** A price is a decimal that a JSON reader keeping numbers as IEEE
+///   doubles (JavaScript, Jackson's and Python's defaults, this project's projectors) reads back
+///   as that same decimal: every decimal of up to [`Price::MAX_SIGNIFICANT_DIGITS`] significant
+///   digits, and every double. A decimal with more digits than a double holds is a defect, never
+///   a silently rounded price; so are NaN and infinities.
+/// - **Written** to JSON (human-readable serializers) as a number with the decimal's own digits,
+///   less trailing fractional zeros (`"3.99"` gives `3.99`, `"3.50"` gives `3.5`), and to BSON's binary serializer ([`bson::to_raw_document_buf`],
+///   non-human-readable) as Decimal128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Price(rust_decimal::Decimal);
 
-impl<'de> Deserialize<'de> for Price {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PriceVisitor;
+impl Price {
+    /// Up to this many significant digits, every decimal is a price (see the type's doc).
+    pub const MAX_SIGNIFICANT_DIGITS: u32 = 15;
 
-        impl Visitor<'_> for PriceVisitor {
-            type Value = Price;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                // Decimal128 reaches here as a map; naming it saves the reader a guess.
-                f.write_str("a number (int32, int64 or double; Decimal128 is not supported)")
-            }
-
-            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Price, E> {
-                Ok(Price(value.into()))
-            }
-
-            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Price, E> {
-                Ok(Price(value.into()))
-            }
-
-            fn visit_f64<E: de::Error>(self, value: f64) -> Result<Price, E> {
-                Price::from_f64(value)
-                    .ok_or_else(|| E::invalid_value(de::Unexpected::Float(value), &self))
-            }
+    /// Reads decimal text: an optional `-`, digits, an optional fraction and an optional exponent
+    /// (`1.05E+3`, as Decimal128 prints large and small values). No spaces, no `+` sign, no
+    /// digit separators.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !is_decimal_text(text) {
+            return Err(format!("`{text}` is not a decimal number"));
         }
+        let exact = |text: &str| {
+            if text.contains(['e', 'E']) {
+                rust_decimal::Decimal::from_scientific(text)
+            } else {
+                rust_decimal::Decimal::from_str_exact(text)
+            }
+        };
+        let decimal = exact(text)
+            // A Decimal128 may carry more trailing fractional zeros than the scale a decimal
+            // holds; they add no digit.
+            .or_else(|_| exact(&trim_fraction_zeros(text)))
+            .map_err(|_| format!("`{text}` is out of range or more precise than a price can be"))?;
+        Self::checked(decimal)
+    }
 
-        deserializer.deserialize_any(PriceVisitor)
+    /// A price stored as a double: the shortest decimal that reads back as `value`.
+    pub fn from_f64(value: f64) -> Result<Self, String> {
+        if !value.is_finite() {
+            return Err(format!("{value} is not a price"));
+        }
+        // `Display` of an f64 prints the shortest digits that round-trip, without an exponent.
+        Self::parse(&value.to_string())
+    }
+
+    /// A price from a stored BSON value of any type real data uses for prices.
+    pub fn from_bson(value: &Bson) -> Result<Self, String> {
+        match value {
+            Bson::String(text) => Self::parse(text),
+            Bson::Double(value) => Self::from_f64(*value),
+            Bson::Int32(value) => Self::checked((*value).into()),
+            Bson::Int64(value) => Self::checked((*value).into()),
+            Bson::Decimal128(value) => Self::parse(&value.to_string())
+                .map_err(|reason| format!("Decimal128 {reason}")),
+            other => Err(format!(
+                "expected a decimal string, Decimal128, double, int32 or int64, found {}",
+                bson_type_name(other)
+            )),
+        }
+    }
+
+    /// `decimal` if a JSON reader that keeps numbers as doubles reads back this very decimal.
+    fn checked(decimal: rust_decimal::Decimal) -> Result<Self, String> {
+        let as_double: f64 = decimal.to_string().parse().unwrap_or(f64::NAN);
+        let read_back = as_double
+            .is_finite()
+            .then(|| rust_decimal::Decimal::from_str_exact(&as_double.to_string()).ok())
+            .flatten();
+        if read_back != Some(decimal) {
+            return Err(format!(
+                "{decimal} cannot be published exactly: a JSON reader using doubles reads it as \
+                 {as_double}"
+            ));
+        }
+        // Trailing fractional zeros add no value and a JSON reader drops them: without them, a
+        // price reads back to the same bytes it was written as.
+        Ok(Price(decimal.normalize()))
+    }
+
+    /// The exact value.
+    pub fn decimal(&self) -> rust_decimal::Decimal {
+        self.0
+    }
+
+    /// The value as BSON Decimal128, with the same digits.
+    pub fn to_decimal128(&self) -> bson::Decimal128 {
+        // A finite decimal of at most 28 digits always fits a Decimal128 (34 digits).
+        self.0
+            .to_string()
+            .parse()
+            .expect("every rust_decimal value is a valid Decimal128")
     }
 }
 
-impl Price {
-    /// A price stored as a double; `None` if it is not finite.
-    pub fn from_f64(value: f64) -> Option<Self> {
-        serde_json::Number::from_f64(value).map(Price)
-    }
-
-    /// The price as a double (exact for doubles, and for integers up to 2^53).
-    pub fn as_f64(&self) -> f64 {
-        // Every finite JSON number has an f64 approximation; `Number` holds no other kind.
-        self.0.as_f64().unwrap_or(f64::NAN)
-    }
-
-    /// The stored number.
-    pub fn as_number(&self) -> &serde_json::Number {
-        &self.0
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -347,51 +397,225 @@ impl From<i64> for Price {
     }
 }
 
-/// Reads a whole number from int32, int64, or a double without fraction (see the module doc).
+impl std::str::FromStr for Price {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+impl Serialize for Price {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            // A JSON number token with exactly these digits (serde_json writes a RawValue as is).
+            serde_json::value::RawValue::from_string(self.0.to_string())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer)
+        } else {
+            self.to_decimal128().serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through `Bson`, so every stored type arrives as itself (Decimal128 included) from
+        // BSON, and JSON numbers and strings arrive as doubles, integers and strings.
+        let value = Bson::deserialize(deserializer)?;
+        Price::from_bson(&value).map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for Price {
+    fn schema_name() -> Cow<'static, str> {
+        "Price".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "type": "number",
+            "description": format!(
+                "An exact decimal written with its own digits (3.99, never 3.9900000000000002) \
+                 that a reader using IEEE doubles reads exactly (any decimal of up to {} \
+                 significant digits is one).",
+                Price::MAX_SIGNIFICANT_DIGITS
+            ),
+            "examples": [3.99, 10, 12.5],
+        })
+    }
+}
+
+/// `-?digits(.digits)?([eE][+-]?digits)?`
+fn is_decimal_text(text: &str) -> bool {
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (number, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((number, exponent)) => (number, Some(exponent)),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = match number.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (number, None),
+    };
+    all_digits(whole)
+        && fraction.is_none_or(all_digits)
+        && exponent.is_none_or(|e| all_digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
+}
+
+/// `text` (valid decimal text) without the trailing zeros of its fraction.
+fn trim_fraction_zeros(text: &str) -> String {
+    let (number, exponent) = match text.find(['e', 'E']) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let number = if number.contains('.') {
+        number.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        number
+    };
+    format!("{number}{exponent}")
+}
+
+/// A BSON type's name as the MongoDB manual spells it, for error messages.
+pub fn bson_type_name(value: &Bson) -> &'static str {
+    use bson::spec::ElementType::*;
+    match value.element_type() {
+        Double => "double",
+        String => "string",
+        EmbeddedDocument => "object",
+        Array => "array",
+        Binary => "binData",
+        Undefined => "undefined",
+        ObjectId => "objectId",
+        Boolean => "bool",
+        DateTime => "date",
+        Null => "null",
+        RegularExpression => "regex",
+        DbPointer => "dbPointer",
+        JavaScriptCode => "javascript",
+        Symbol => "symbol",
+        JavaScriptCodeWithScope => "javascriptWithScope",
+        Int32 => "int",
+        Timestamp => "timestamp",
+        Int64 => "long",
+        Decimal128 => "decimal",
+        MaxKey => "maxKey",
+        MinKey => "minKey",
+    }
+}
+
+/// Reads a whole number (epoch milliseconds, quantities) from int32, int64, a double without
+/// fraction (the mongo shell writes every number as a double) or a BSON date (its epoch
+/// milliseconds). A fraction, or a double beyond 2^53 (where doubles skip integers, so the value
+/// may already be rounded), is an error rather than a number nobody wrote.
 pub(crate) fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    struct WholeNumber;
+    let value = Bson::deserialize(deserializer)?;
+    whole_number_from(&value).map_err(de::Error::custom)
+}
 
-    impl Visitor<'_> for WholeNumber {
-        type Value = i64;
+fn whole_number_from(value: &Bson) -> Result<i64, String> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Bson::Int32(value) => Ok(i64::from(*value)),
+        Bson::Int64(value) => Ok(*value),
+        Bson::Double(value) if value.fract() == 0.0 && value.abs() <= EXACT => Ok(*value as i64),
+        Bson::Double(value) => Err(format!("{value} is not a whole number")),
+        Bson::DateTime(date) => Ok(date.timestamp_millis()),
+        other => Err(format!(
+            "expected a whole number (int, long, a double without fraction, or a date), found {}",
+            bson_type_name(other)
+        )),
+    }
+}
 
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a whole number (int32, int64, or a double without fraction)")
-        }
+/// A list that real data may store as `null` or leave out (Spring omits null fields): both read
+/// as empty.
+pub(crate) fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Vec<T>>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
 
-        fn visit_i64<E: de::Error>(self, value: i64) -> Result<i64, E> {
-            Ok(value)
-        }
+/// A customer id: the `_id` of `customer.accounts` and of `customer.orders`.
+///
+/// Spring stores a Java `String` id as an ObjectId when it is 24 hex digits and as a string
+/// otherwise; both occur. The record key (and the payloads' `id` / `customerId`) is the
+/// ObjectId's hex or the string itself, and [`CustomerId::from_key`] applies Spring's rule to
+/// find the `_id` again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CustomerId {
+    /// Stored as an ObjectId.
+    ObjectId(ObjectId),
+    /// Stored as a string (not empty).
+    Text(String),
+}
 
-        fn visit_u64<E: de::Error>(self, value: u64) -> Result<i64, E> {
-            i64::try_from(value)
-                .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(value), &self))
-        }
-
-        fn visit_f64<E: de::Error>(self, value: f64) -> Result<i64, E> {
-            // Beyond 2^53 a double no longer holds every integer, so the value may already be
-            // rounded: refuse rather than publish a number nobody wrote.
-            const EXACT: f64 = 9_007_199_254_740_992.0;
-            if value.fract() == 0.0 && value.abs() <= EXACT {
-                Ok(value as i64)
-            } else {
-                Err(E::invalid_value(de::Unexpected::Float(value), &self))
-            }
+impl CustomerId {
+    /// The record key: ObjectId hex, or the string.
+    pub fn key(&self) -> String {
+        match self {
+            CustomerId::ObjectId(id) => id.to_hex(),
+            CustomerId::Text(text) => text.clone(),
         }
     }
 
-    deserializer.deserialize_any(WholeNumber)
+    /// The id a key stands for, by Spring's rule: 24 hex digits are an ObjectId, anything else a
+    /// string. `None` for an empty key.
+    pub fn from_key(key: &str) -> Option<Self> {
+        if key.is_empty() {
+            return None;
+        }
+        Some(match ObjectId::parse_str(key) {
+            Ok(id) if key.len() == 24 => CustomerId::ObjectId(id),
+            _ => CustomerId::Text(key.to_owned()),
+        })
+    }
+
+    /// Reads a stored `_id`: an ObjectId or a non-empty string.
+    pub fn from_bson(value: &Bson) -> Result<Self, String> {
+        match value {
+            Bson::ObjectId(id) => Ok(CustomerId::ObjectId(*id)),
+            Bson::String(text) if !text.is_empty() => Ok(CustomerId::Text(text.clone())),
+            Bson::String(_) => Err("is an empty string".to_owned()),
+            other => Err(format!(
+                "expected an objectId or a string, found {}",
+                bson_type_name(other)
+            )),
+        }
+    }
 }
 
-/// Reads a BSON ObjectId and nothing else (the driver's own impl also accepts a hex string).
-pub(crate) fn strict_object_id<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<ObjectId, D::Error> {
-    match Bson::deserialize(deserializer)? {
-        Bson::ObjectId(id) => Ok(id),
-        other => Err(de::Error::custom(format!(
-            "expected an ObjectId, found {:?}",
-            other.element_type()
-        ))),
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+impl From<CustomerId> for Bson {
+    fn from(id: CustomerId) -> Self {
+        match id {
+            CustomerId::ObjectId(id) => Bson::ObjectId(id),
+            CustomerId::Text(text) => Bson::String(text),
+        }
+    }
+}
+
+impl Serialize for CustomerId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CustomerId::ObjectId(id) => id.serialize(serializer),
+            CustomerId::Text(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CustomerId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Bson::deserialize(deserializer)?;
+        CustomerId::from_bson(&value).map_err(de::Error::custom)
     }
 }
 
@@ -508,8 +732,10 @@ pub struct Order {
     /// Order id (UUID string); the key of its events.
     pub guid: String,
     /// Status history, normally in timestamp order.
+    #[serde(default, deserialize_with = "list")]
     pub order_status_events: Vec<OrderStatusEvent>,
     /// What was ordered.
+    #[serde(default, deserialize_with = "list")]
     pub order_items: Vec<OrderItem>,
 }
 
@@ -558,17 +784,18 @@ impl fmt::Debug for CreditCard {
 #[serde(rename_all = "camelCase")]
 pub struct Customer {
     /// The customer id.
-    #[serde(rename = "_id", deserialize_with = "strict_object_id")]
-    pub id: ObjectId,
+    #[serde(rename = "_id")]
+    pub id: CustomerId,
     /// Name.
     pub name: Name,
     /// Contact details.
     pub contact: Contact,
     /// Addresses.
+    #[serde(default, deserialize_with = "list")]
     pub addresses: Vec<Address>,
     /// Payment cards. Absent reads as none: cards are never published, so a customer without
     /// them is not worth a dead letter.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "list")]
     pub credit_cards: Vec<CreditCard>,
 }
 
@@ -576,16 +803,18 @@ pub struct Customer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerOrders {
-    /// The customer id, the same ObjectId as the Accounts customer.
-    #[serde(rename = "_id", deserialize_with = "strict_object_id")]
-    pub id: ObjectId,
+    /// The customer id, the same as the Accounts customer's.
+    #[serde(rename = "_id")]
+    pub id: CustomerId,
     /// Name (projected).
     pub name: Name,
     /// Contact details (projected).
     pub contact: Contact,
     /// Addresses (projected).
+    #[serde(default, deserialize_with = "list")]
     pub addresses: Vec<Address>,
     /// The orders.
+    #[serde(default, deserialize_with = "list")]
     pub orders: Vec<Order>,
 }
 
@@ -752,41 +981,118 @@ mod tests {
         }
     }
 
-    #[test]
-    fn prices_keep_their_stored_kind() {
-        for (stored, json) in [
-            (Bson::Double(12.5), "12.5"),
-            (Bson::Double(10.0), "10.0"),
-            (Bson::Int32(10), "10"),
-            (Bson::Int64(10), "10"),
-        ] {
-            let mut document = order_document(vec![]);
-            let mut items = document.get_array("orderItems").unwrap().clone();
-            let item = items[0].as_document_mut().unwrap();
-            item.get_document_mut("product")
-                .unwrap()
-                .insert("price", stored);
-            document.insert("orderItems", items);
-            let order = from_document::<Order>(&document).unwrap();
-            let price = &order.order_items[0].product.price;
-            assert_eq!(serde_json::to_string(price).unwrap(), json);
-        }
-        let decimal = "1.5".parse::<bson::Decimal128>().unwrap();
+    fn order_with_price(price: impl Into<Bson>) -> Document {
         let mut document = order_document(vec![]);
         let mut items = document.get_array("orderItems").unwrap().clone();
         let item = items[0].as_document_mut().unwrap();
         item.get_document_mut("product")
             .unwrap()
-            .insert("price", decimal);
+            .insert("price", price.into());
         document.insert("orderItems", items);
-        assert_invalid(
-            from_document::<Order>(&document),
-            "orderItems.0.product.price",
+        document
+    }
+
+    #[test]
+    fn prices_read_exactly_from_every_stored_type() {
+        let decimal = |text: &str| text.parse::<bson::Decimal128>().unwrap();
+        // (stored, the JSON an event carries)
+        let cases: Vec<(Bson, &str)> = vec![
+            (Bson::String("3.99".into()), "3.99"),
+            (Bson::Decimal128(decimal("3.99")), "3.99"),
+            (Bson::Double(3.99), "3.99"),
+            (Bson::Double(0.1 + 0.2), "0.30000000000000004"),
+            (Bson::String("3.50".into()), "3.5"),
+            (Bson::Decimal128(decimal("3.50")), "3.5"),
+            (Bson::Double(10.0), "10"),
+            (Bson::Int32(10), "10"),
+            (Bson::Int64(1_249), "1249"),
+            (Bson::String("-0.01".into()), "-0.01"),
+            (Bson::Decimal128(decimal("1.05E+3")), "1050"),
+            (Bson::Decimal128(decimal("1.990000000000000000000000000000000")), "1.99"),
+            (Bson::String("999999999999999".into()), "999999999999999"),
+        ];
+        for (stored, json) in cases {
+            let order = from_document::<Order>(&order_with_price(stored.clone())).unwrap();
+            let price = &order.order_items[0].product.price;
+            assert_eq!(serde_json::to_string(price).unwrap(), json, "{stored:?}");
+            // What a JSON reader gets back is the same decimal.
+            let read: Price = serde_json::from_str(json).unwrap();
+            assert_eq!(read.decimal(), price.decimal(), "{stored:?}");
+        }
+    }
+
+    #[test]
+    fn prices_that_cannot_be_exact_are_errors_naming_the_field() {
+        let decimal = |text: &str| text.parse::<bson::Decimal128>().unwrap();
+        let cases: Vec<(Bson, &str)> = vec![
+            (Bson::String("abc".into()), "not a decimal"),
+            (Bson::String("".into()), "not a decimal"),
+            (Bson::String(" 3.99".into()), "not a decimal"),
+            (Bson::String("1_000".into()), "not a decimal"),
+            (Bson::String("+3".into()), "not a decimal"),
+            (Bson::String("3.".into()), "not a decimal"),
+            (Bson::String("1.00000000000000001".into()), "reads it as 1"),
+            (
+                Bson::Decimal128(decimal("0.1000000000000000055511151231257827")),
+                "more precise",
+            ),
+            (Bson::String("0.100000000000000005551".into()), "reads it as 0.1"),
+            (Bson::Decimal128(decimal("NaN")), "Decimal128"),
+            (Bson::Decimal128(decimal("-Infinity")), "Decimal128"),
+            (Bson::Decimal128(decimal("1E+6000")), "out of range"),
+            (Bson::String("79228162514264337593543950335".into()), "reads it as"),
+            (Bson::Double(f64::NAN), "not a price"),
+            (Bson::Boolean(true), "found bool"),
+            (Bson::Null, "found null"),
+        ];
+        for (stored, reason) in cases {
+            match from_document::<Order>(&order_with_price(stored.clone())) {
+                Err(DocumentError::InvalidField { field, reason: why }) => {
+                    assert_eq!(field, "orderItems.0.product.price", "{stored:?}");
+                    assert!(why.contains(reason), "{stored:?}: {why}");
+                }
+                other => panic!("{stored:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prices_write_decimal128_to_binary_bson() {
+        let price = Price::parse("3.99").unwrap();
+        #[derive(Serialize)]
+        struct Holder {
+            price: Price,
+        }
+        let raw = bson::to_raw_document_buf(&Holder { price }).unwrap();
+        let document = Document::try_from(raw.as_ref()).unwrap();
+        assert_eq!(
+            document.get("price"),
+            Some(&Bson::Decimal128("3.99".parse().unwrap()))
         );
     }
 
     #[test]
-    fn ids_must_be_object_ids_and_card_numbers_stay_out_of_debug() {
+    fn timestamps_read_from_dates_and_lists_from_null() {
+        let date = bson::DateTime::from_millis(1_700_000_000_123);
+        let mut document = order_document(vec![Bson::Document(
+            doc! { "timestamp": date, "orderStatusType": "CREATED", "note": Bson::Null },
+        )]);
+        document.insert("orderItems", Bson::Null);
+        let order = from_document::<Order>(&document).unwrap();
+        assert_eq!(order.order_status_events[0].timestamp, 1_700_000_000_123);
+        assert_eq!(order.order_status_events[0].note, None);
+        assert!(order.order_items.is_empty());
+        document.remove("orderItems");
+        assert!(
+            from_document::<Order>(&document)
+                .unwrap()
+                .order_items
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn customer_ids_are_object_ids_or_strings_and_card_numbers_stay_out_of_debug() {
         let id = ObjectId::parse_str("65f1c0ffee0000000000beef").unwrap();
         let customer = |id: Bson| {
             doc! {
@@ -799,15 +1105,46 @@ mod tests {
                     "expiration": "12/28", "nameOnCard": "Ada Lovelace",
                 }],
                 "loyaltyTier": "gold",
+                "_class": "com.storefront.accounts.Customer",
             }
         };
         let read = from_document::<Customer>(&customer(Bson::ObjectId(id))).unwrap();
-        assert_eq!(read.id, id);
+        assert_eq!(read.id, CustomerId::ObjectId(id));
+        assert_eq!(read.id.key(), id.to_hex());
         assert_eq!(read.name.middle_name, None);
         assert!(!format!("{read:?}").contains("4111"));
+        let read = from_document::<Customer>(&customer(Bson::String("ada-1".into()))).unwrap();
+        assert_eq!(read.id, CustomerId::Text("ada-1".into()));
         assert_invalid(
-            from_document::<Customer>(&customer(Bson::String(id.to_hex()))),
+            from_document::<Customer>(&customer(Bson::String(String::new()))),
             "_id",
         );
+        assert_invalid(from_document::<Customer>(&customer(Bson::Int32(7))), "_id");
+    }
+
+    #[test]
+    fn keys_find_the_id_by_springs_rule() {
+        let hex = "65f1c0ffee0000000000beef";
+        assert_eq!(
+            CustomerId::from_key(hex),
+            Some(CustomerId::ObjectId(ObjectId::parse_str(hex).unwrap()))
+        );
+        assert_eq!(
+            CustomerId::from_key("ada-1"),
+            Some(CustomerId::Text("ada-1".into()))
+        );
+        // 24 characters but not hex: a string.
+        let not_hex = "zzf1c0ffee0000000000beef";
+        assert_eq!(
+            CustomerId::from_key(not_hex),
+            Some(CustomerId::Text(not_hex.into()))
+        );
+        assert_eq!(CustomerId::from_key(""), None);
+        for id in [
+            CustomerId::ObjectId(ObjectId::parse_str(hex).unwrap()),
+            CustomerId::Text("ada-1".into()),
+        ] {
+            assert_eq!(CustomerId::from_key(&id.key()), Some(id));
+        }
     }
 }

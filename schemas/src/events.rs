@@ -71,7 +71,7 @@ impl CustomerChangeEvent {
     /// The public part of `customer`: everything but its credit cards.
     pub fn from_customer(customer: &Customer) -> Self {
         Self {
-            id: customer.id.to_hex(),
+            id: customer.id.key(),
             name: customer.name.clone(),
             contact: customer.contact.clone(),
             addresses: customer.addresses.clone(),
@@ -118,7 +118,7 @@ impl FulfillmentRequestEvent {
             contact: customer.contact.clone(),
             address: address.clone(),
             order: order.clone(),
-            customer_id: Some(customer.id.to_hex()),
+            customer_id: Some(customer.id.key()),
         }
     }
 }
@@ -148,7 +148,12 @@ impl EventPayload for OrderStatusChangeEvent {
 /// order. These are the contents of `schemas/json/`.
 pub fn json_schemas() -> Vec<(String, String)> {
     fn one<T: EventPayload>() -> (String, String) {
-        let schema = schemars::schema_for!(T);
+        // The serialize contract: a schema of what the connector publishes (lists the reader
+        // would also accept missing are always written, so they stay required).
+        let schema = schemars::generate::SchemaSettings::default()
+            .for_serialize()
+            .into_generator()
+            .into_root_schema_for::<T>();
         // A schema is a JSON value; writing one cannot fail.
         let text = serde_json::to_string_pretty(&schema).expect("schemas always serialise");
         (format!("{}.schema.json", T::NAME), text + "\n")
