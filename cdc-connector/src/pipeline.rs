@@ -49,9 +49,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{FullDocumentMode, LostHistoryPolicy, SnapshotMode, StreamSettings};
-use crate::mapping::{ChangeKind, ChangeMapper, SourceChange};
+use crate::mapping::{ChangeKind, ChangeMapper, Defect, Mapped, SourceChange};
 use crate::metrics::StreamMetrics;
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::{DeadLetter, PublishError, Publisher};
 use crate::source::{self, SourceError, SourceMessage, lost_history_reason};
 
 /// Why a stream stopped.
@@ -122,6 +122,9 @@ struct Pending {
     /// Resume token of the change (`None` for snapshot reads).
     token: Option<ResumeToken>,
     position: Option<SourcePosition>,
+    /// The change's kind and document `_id` (`None` for collection-level events), so a record the
+    /// broker refuses later is dead-lettered with its real origin.
+    origin: Option<(ChangeKind, Bson)>,
     deliveries: Vec<DeliveryFuture>,
     once_ids: Vec<String>,
 }
@@ -512,6 +515,7 @@ impl StreamPipeline {
                 self.track(Pending {
                     token: Some(event.id),
                     position: None,
+                    origin: None,
                     deliveries: Vec::new(),
                     once_ids: Vec::new(),
                 });
@@ -547,7 +551,7 @@ impl StreamPipeline {
         self.publish_change(change, Some(event.id)).await
     }
 
-    /// Maps `change` and enqueues its records (or its dead letter) as one in-flight entry.
+    /// Maps `change` and enqueues its records and dead letters as one in-flight entry.
     async fn publish_change(
         &mut self,
         change: SourceChange,
@@ -556,46 +560,63 @@ impl StreamPipeline {
         let mut pending = Pending {
             token,
             position: Some(change.position),
+            origin: Some((change.kind, change.document_id.clone())),
             deliveries: Vec::new(),
             once_ids: Vec::new(),
         };
-        let mapped = self.mapper.map(&change);
-        tracing::debug!(stream = %self.name, kind = ?change.kind, position = %change.position, has_document = change.full_document.is_some(), events = mapped.as_ref().map_or(0, Vec::len), "change mapped");
-        match mapped {
-            Ok(events) => {
-                for event in events {
-                    if event.once_per_id {
-                        if self.already_published(&event.metadata.id).await? {
-                            self.metrics.deduplicated(&event.topic);
-                            continue;
-                        }
-                        self.published_once.insert(event.metadata.id.clone());
-                        pending.once_ids.push(event.metadata.id.clone());
-                    }
-                    let size = event.payload.as_ref().map_or(0, Vec::len);
-                    let delivery = if size > self.settings.max_event_bytes {
-                        let reason = format!(
-                            "event for topic {} is {size} bytes, more than stream.max_event_bytes ({})",
-                            event.topic, self.settings.max_event_bytes
-                        );
-                        self.dead_letter(&change, &reason).await?
-                    } else {
-                        self.metrics.published(&event.topic);
-                        self.publisher
-                            .send_event(&event, &self.shutdown)
-                            .await
-                            .map_err(|source| StreamError::Publish {
-                                stream: self.name.clone(),
-                                source: Box::new(source),
-                            })?
-                    };
-                    pending.deliveries.push(delivery);
+        let Mapped {
+            events,
+            mut defects,
+        } = self.mapper.map(&change);
+        tracing::debug!(stream = %self.name, kind = ?change.kind, position = %change.position, has_document = change.full_document.is_some(), events = events.len(), defects = defects.len(), "change mapped");
+        for event in events {
+            let size = event.payload.as_ref().map_or(0, Vec::len);
+            if size > self.settings.max_event_bytes {
+                defects.push(Defect::too_large(
+                    &event,
+                    size,
+                    self.settings.max_event_bytes,
+                ));
+                continue;
+            }
+            if event.once_per_id {
+                if self.already_published(&event.metadata.id).await? {
+                    self.metrics.deduplicated(&event.topic);
+                    continue;
                 }
+                self.remember_once(&mut pending, &event.metadata.id);
             }
-            Err(error) => {
-                let delivery = self.dead_letter(&change, &error.to_string()).await?;
-                pending.deliveries.push(delivery);
+            self.metrics.published(&event.topic);
+            let delivery = self
+                .publisher
+                .send_event(&event, &self.shutdown)
+                .await
+                .map_err(|source| self.publish_error(source))?;
+            pending.deliveries.push(delivery);
+        }
+        for defect in defects {
+            // A defect that kept back an event already published kept back nothing.
+            if let Some(blocked) = &defect.blocked_event
+                && self.already_published(blocked).await?
+            {
+                continue;
             }
+            // The same defect, unchanged since it was dead-lettered, is not sent again.
+            if self.already_published(&defect.id).await? {
+                self.metrics
+                    .deduplicated(self.publisher.dead_letter_topic());
+                continue;
+            }
+            self.remember_once(&mut pending, &defect.id);
+            let letter = DeadLetter {
+                change: &change,
+                reason: &defect.reason,
+                field: &defect.field,
+                key: defect.order_guid.as_deref(),
+                entry: defect.entry.as_ref(),
+            };
+            let delivery = self.dead_letter(&letter).await?;
+            pending.deliveries.push(delivery);
         }
         self.track(pending);
         while self.in_flight_records >= self.settings.max_in_flight {
@@ -604,20 +625,26 @@ impl StreamPipeline {
         Ok(())
     }
 
-    async fn dead_letter(
-        &self,
-        change: &SourceChange,
-        reason: &str,
-    ) -> Result<DeliveryFuture, StreamError> {
-        tracing::warn!(stream = %self.name, reason, "source change sent to the dead-letter topic");
+    /// Records that `id` (a once-per-id event or a defect) is published with `pending`.
+    fn remember_once(&mut self, pending: &mut Pending, id: &str) {
+        self.published_once.insert(id.to_owned());
+        pending.once_ids.push(id.to_owned());
+    }
+
+    fn publish_error(&self, source: PublishError) -> StreamError {
+        StreamError::Publish {
+            stream: self.name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<DeliveryFuture, StreamError> {
+        tracing::warn!(stream = %self.name, reason = letter.reason, field = letter.field, "dead letter");
         self.metrics.dead_letter();
         self.publisher
-            .send_dead_letter(change, operation_name(change.kind), reason, &self.shutdown)
+            .send_dead_letter(letter, &self.shutdown)
             .await
-            .map_err(|source| StreamError::Publish {
-                stream: self.name.clone(),
-                source: Box::new(source),
-            })
+            .map_err(|source| self.publish_error(source))
     }
 
     async fn already_published(&self, id: &str) -> Result<bool, StreamError> {
@@ -669,11 +696,13 @@ impl StreamPipeline {
         }
     }
 
-    /// A dead letter in place of an event the broker refused as too large: the event's JSON as
-    /// the document, its key as the id (the source document is no longer at hand here).
+    /// A dead letter in place of an event the broker refused as too large, with the operation,
+    /// `_id` and cluster time of the change it came from (`origin`), the event's JSON as the
+    /// document and its key as the key.
     async fn replace_too_large(
-        &mut self,
+        &self,
         refused: TooLarge,
+        origin: &Pending,
     ) -> Result<DeliveryFuture, StreamError> {
         let TooLarge {
             topic,
@@ -683,16 +712,27 @@ impl StreamPipeline {
         let document = serde_json::from_slice::<serde_json::Value>(&payload)
             .ok()
             .and_then(|json| mongodb::bson::to_document(&json).ok());
+        let (kind, document_id) = origin
+            .origin
+            .clone()
+            .unwrap_or((ChangeKind::Update, Bson::Null));
         let change = SourceChange {
             namespace: self.namespace.clone(),
-            kind: ChangeKind::Update,
-            document_id: Bson::String(key),
+            kind,
+            document_id,
             full_document: document.and_then(|d| RawDocumentBuf::from_document(&d).ok()),
-            position: SourcePosition::default(),
+            position: origin.position.unwrap_or_default(),
             time_ms: now_ms(),
         };
         let reason = format!("kafka refused the event for topic {topic} as too large");
-        self.dead_letter(&change, &reason).await
+        self.dead_letter(&DeadLetter {
+            change: &change,
+            reason: &reason,
+            field: "",
+            key: Some(&key),
+            entry: None,
+        })
+        .await
     }
 
     /// Removes acknowledged entries from the front of the queue, waiting for none.
@@ -713,7 +753,10 @@ impl StreamPipeline {
             self.in_flight_records -= outcomes.len();
             for outcome in outcomes {
                 if let Some(refused) = self.check_delivery(outcome)? {
-                    let replacement = self.replace_too_large(refused).await?;
+                    let Some(front) = self.in_flight.front() else {
+                        break;
+                    };
+                    let replacement = self.replace_too_large(refused, front).await?;
                     if let Some(front) = self.in_flight.front_mut() {
                         front.deliveries.push(replacement);
                     }
@@ -755,7 +798,7 @@ impl StreamPipeline {
             let outcome = delivery.await;
             self.in_flight_records -= 1;
             if let Some(refused) = self.check_delivery(outcome)? {
-                let replacement = self.replace_too_large(refused).await?;
+                let replacement = self.replace_too_large(refused, &front).await?;
                 front.deliveries.push(replacement);
                 self.in_flight_records += 1;
             }
@@ -802,16 +845,6 @@ fn raw_id(document: &mongodb::bson::RawDocument) -> Option<Bson> {
 /// The `/health` component of the stream of `namespace`.
 pub fn component_name(namespace: &Namespace) -> String {
     format!("stream {namespace}")
-}
-
-fn operation_name(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Snapshot => "snapshot",
-        ChangeKind::Insert => "insert",
-        ChangeKind::Update => "update",
-        ChangeKind::Replace => "replace",
-        ChangeKind::Delete => "delete",
-    }
 }
 
 fn now_ms() -> i64 {

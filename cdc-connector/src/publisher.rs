@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use mongodb::bson::Document;
+use mongodb::bson::{Bson, Document, doc};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -16,7 +16,7 @@ use storefront_plumbing::kafka::{self, KafkaSetupError, TracingContext};
 use storefront_plumbing::settings::KafkaSettings;
 use tokio_util::sync::CancellationToken;
 
-use crate::mapping::{OutboundEvent, SourceChange};
+use crate::mapping::{Entry, OutboundEvent, SourceChange};
 
 /// Header names of dead-letter records.
 pub mod dead_letter_header {
@@ -28,6 +28,29 @@ pub mod dead_letter_header {
     pub const OPERATION: &str = "dlq_operation";
     /// The source change's cluster time as one integer (as `ce_clustertime`).
     pub const CLUSTER_TIME: &str = "dlq_clustertime";
+    /// The source document's `_id`, as relaxed extended JSON (the key, unless the dead letter
+    /// concerns one order).
+    pub const DOCUMENT_ID: &str = "dlq_document_id";
+    /// Dotted path of the offending field, when there is one.
+    pub const FIELD: &str = "dlq_field";
+    /// Dotted path of the list entry the body holds (`orders.2`), when the dead letter is one
+    /// entry left out of what was published.
+    pub const ENTRY: &str = "dlq_entry";
+}
+
+/// What a dead letter says.
+#[derive(Debug)]
+pub struct DeadLetter<'a> {
+    /// The change it comes from (its operation, cluster time, `_id` and document).
+    pub change: &'a SourceChange,
+    /// Why.
+    pub reason: &'a str,
+    /// Dotted path of the offending field (empty: none).
+    pub field: &'a str,
+    /// The record key, when not the document `_id` (an order guid).
+    pub key: Option<&'a str>,
+    /// The list entry left out, carried instead of the whole document.
+    pub entry: Option<&'a Entry>,
 }
 
 /// Why a record could not be handed to Kafka.
@@ -108,52 +131,65 @@ impl Publisher {
         .await
     }
 
-    /// Enqueues a dead letter for a source change that could not become events: the raw document
-    /// (relaxed extended JSON) keyed by its `_id`, with the reason and origin as headers.
+    /// The topic dead letters go to.
+    pub fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter_topic
+    }
+
+    /// Enqueues a dead letter: the defective list entry, or else the whole raw document, as
+    /// relaxed extended JSON, keyed by the order guid when it concerns one order and by the
+    /// document `_id` otherwise, with the reason and origin as headers.
     pub async fn send_dead_letter(
         &self,
-        change: &SourceChange,
-        operation: &str,
-        reason: &str,
+        letter: &DeadLetter<'_>,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryFuture, PublishError> {
-        // The raw document as it was read; a document whose BSON cannot even be decoded is
-        // represented by its `_id` alone (the reason says why).
-        let readable = change
-            .full_document
-            .as_deref()
-            .and_then(|raw| Document::try_from(raw).ok());
-        let document = readable.unwrap_or_else(|| {
-            let mut key = Document::new();
-            key.insert("_id", change.document_id.clone());
-            key
-        });
-        let body = mongodb::bson::Bson::Document(document)
-            .into_relaxed_extjson()
-            .to_string();
-        let key = change
+        let change = letter.change;
+        let body = match letter.entry {
+            Some(entry) => Bson::try_from(entry.value.clone()).ok(),
+            // A document whose BSON cannot even be decoded is represented by its `_id` alone (the
+            // reason says why).
+            None => change
+                .full_document
+                .as_deref()
+                .and_then(|raw| Document::try_from(raw).ok())
+                .map(Bson::Document),
+        }
+        .unwrap_or_else(|| Bson::Document(doc! { "_id": change.document_id.clone() }))
+        .into_relaxed_extjson()
+        .to_string();
+        let document_id = change
             .document_id
             .clone()
             .into_relaxed_extjson()
             .to_string();
+        let key = letter.key.unwrap_or(&document_id);
         let source = format!(
             "/mongodb/{}/{}",
             change.namespace.database, change.namespace.collection
         );
         let cluster_time = change.position.as_u64().to_string();
-        let headers = [
-            (dead_letter_header::REASON, reason),
+        let mut headers = vec![
+            (dead_letter_header::REASON, letter.reason),
             (dead_letter_header::SOURCE, source.as_str()),
-            (dead_letter_header::OPERATION, operation),
+            (dead_letter_header::OPERATION, change.kind.operation_name()),
             (dead_letter_header::CLUSTER_TIME, cluster_time.as_str()),
-        ]
-        .into_iter()
-        .fold(OwnedHeaders::new(), |headers, (key, value)| {
-            headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            })
-        });
+            (dead_letter_header::DOCUMENT_ID, document_id.as_str()),
+        ];
+        if !letter.field.is_empty() {
+            headers.push((dead_letter_header::FIELD, letter.field));
+        }
+        if let Some(entry) = letter.entry {
+            headers.push((dead_letter_header::ENTRY, entry.path.as_str()));
+        }
+        let headers = headers
+            .into_iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            });
         let topic = self.dead_letter_topic.clone();
         self.send(
             &topic,

@@ -343,8 +343,9 @@ impl Price {
             Bson::Double(value) => Self::from_f64(*value),
             Bson::Int32(value) => Self::checked((*value).into()),
             Bson::Int64(value) => Self::checked((*value).into()),
-            Bson::Decimal128(value) => Self::parse(&value.to_string())
-                .map_err(|reason| format!("Decimal128 {reason}")),
+            Bson::Decimal128(value) => {
+                Self::parse(&value.to_string()).map_err(|reason| format!("Decimal128 {reason}"))
+            }
             other => Err(format!(
                 "expected a decimal string, Decimal128, double, int32 or int64, found {}",
                 bson_type_name(other)
@@ -743,8 +744,16 @@ impl Order {
     /// The current status: the status event with the greatest timestamp; on equal timestamps
     /// the later one in the list (the one appended last). `None` when there is no status yet.
     pub fn current_status(&self) -> Option<&OrderStatusEvent> {
+        OrderStatusEvent::current(&self.order_status_events)
+    }
+}
+
+impl OrderStatusEvent {
+    /// The current status of a history: the event with the greatest timestamp; on equal
+    /// timestamps the later one in the list (the one appended last).
+    pub fn current(history: &[OrderStatusEvent]) -> Option<&OrderStatusEvent> {
         // `max_by_key` returns the last of equal maxima, which is the tie rule above.
-        self.order_status_events.iter().max_by_key(|e| e.timestamp)
+        history.iter().max_by_key(|e| e.timestamp)
     }
 }
 
@@ -1008,7 +1017,10 @@ mod tests {
             (Bson::Int64(1_249), "1249"),
             (Bson::String("-0.01".into()), "-0.01"),
             (Bson::Decimal128(decimal("1.05E+3")), "1050"),
-            (Bson::Decimal128(decimal("1.990000000000000000000000000000000")), "1.99"),
+            (
+                Bson::Decimal128(decimal("1.990000000000000000000000000000000")),
+                "1.99",
+            ),
             (Bson::String("999999999999999".into()), "999999999999999"),
         ];
         for (stored, json) in cases {
@@ -1036,11 +1048,17 @@ mod tests {
                 Bson::Decimal128(decimal("0.1000000000000000055511151231257827")),
                 "more precise",
             ),
-            (Bson::String("0.100000000000000005551".into()), "reads it as 0.1"),
+            (
+                Bson::String("0.100000000000000005551".into()),
+                "reads it as 0.1",
+            ),
             (Bson::Decimal128(decimal("NaN")), "Decimal128"),
             (Bson::Decimal128(decimal("-Infinity")), "Decimal128"),
             (Bson::Decimal128(decimal("1E+6000")), "out of range"),
-            (Bson::String("79228162514264337593543950335".into()), "reads it as"),
+            (
+                Bson::String("79228162514264337593543950335".into()),
+                "reads it as",
+            ),
             (Bson::Double(f64::NAN), "not a price"),
             (Bson::Boolean(true), "found bool"),
             (Bson::Null, "found null"),

@@ -237,9 +237,15 @@ impl EventMetadata {
 /// A deterministic event id: a UUID (version 5) over the event type and the parts that identify
 /// the business fact. Equal inputs give equal ids on every machine and in every release.
 pub fn event_id(event_type: EventType, parts: &[&str]) -> String {
+    deterministic_id(event_type.ce_type(), parts)
+}
+
+/// A UUID (v5) derived from `kind` and `parts` alone: [`event_id`] for ids that are not events'
+/// (such as the connector's dead letters of defects).
+pub fn deterministic_id(kind: &str, parts: &[&str]) -> String {
     // A fixed namespace UUID for this project; changing it would change every id.
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5f0e_c3d1_7a2b_4c9e_8d61_2b3f_4a5c_6e70);
-    let mut name = String::from(event_type.ce_type());
+    let mut name = String::from(kind);
     for part in parts {
         // A separator that cannot appear in ids, guids or namespace names keeps ("ab","c") and
         // ("a","bc") apart.

@@ -15,16 +15,30 @@
 //! **No loop.** The fulfillment projector creates requests in status APPROVED; they map to
 //! nothing, so a request never echoes back as a status change.
 //!
-//! Statuses this release does not know are published as they are (forward compatible). A
-//! request whose order has no status at all is malformed: a [`MappingError`].
+//! Statuses this release does not know are published as they are (forward compatible).
+//!
+//! # Defects, per field
+//! Only what the event needs is read: `order.guid` and `order.orderStatusEvents`.
+//!
+//! | field | defect | effect |
+//! |---|---|---|
+//! | `order` | missing or not an object | the change is not published |
+//! | `order.guid` | missing, not a string, or empty | the change is not published |
+//! | `order.orderStatusEvents` | not a list; or no status at all (and none malformed) | the change is not published |
+//! | `order.orderStatusEvents.N` | not an object, `timestamp` or `orderStatusType` missing or mistyped | that status is left out; the current status is the newest of the others |
+//! | `timestamp`, `name`, `contact`, `address`, `order.orderItems`, `shippingMethod`, unknown fields | anything | never read |
+//!
+//! Leaving a bad status out is safe here: the newest readable status was real, and its event
+//! was published already (the runtime drops the repeat) or is published now; the left-out
+//! status follows as soon as it is repaired.
 
-use storefront_schemas::documents::{DocumentError, Fulfillment, OrderStatusType};
+use storefront_schemas::documents::{DocumentError, OrderStatusEvent, OrderStatusType};
 use storefront_schemas::events::{EventPayload, OrderStatusChangeEvent};
 use storefront_schemas::metadata::event_id;
 
 use super::{
-    ChangeMapper, MappingError, OutboundEvent, SourceChange, outbound, post_image, read,
-    require_guid,
+    ChangeMapper, Defect, Mapped, SourceChange, entries, field, outbound, post_image, read_entry,
+    require_guid, wrong_type,
 };
 
 /// Maps changes of the Fulfillment collection.
@@ -43,44 +57,102 @@ impl FulfillmentMapper {
 }
 
 impl ChangeMapper for FulfillmentMapper {
-    fn map(&self, change: &SourceChange) -> Result<Vec<OutboundEvent>, MappingError> {
+    fn map(&self, change: &SourceChange) -> Mapped {
+        use mongodb::bson::RawBsonRef;
         // A deleted request has no status to report.
-        let Some(document) = post_image(change)? else {
-            return Ok(Vec::new());
+        let document = match post_image(change) {
+            Ok(Some(document)) => document,
+            Ok(None) => return Mapped::default(),
+            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
         };
-        let fulfillment: Fulfillment = read(document)?;
-        let order = &fulfillment.order;
-        require_guid(&order.guid, "order.guid")?;
-        let status = order.current_status().ok_or_else(|| {
-            MappingError::Document(DocumentError::InvalidField {
-                field: "order.orderStatusEvents".to_owned(),
-                reason: format!("order {} has no status", order.guid),
-            })
-        })?;
+        let order = match field(document, "", "order") {
+            Ok(Some(RawBsonRef::Document(order))) => order,
+            Ok(Some(other)) => {
+                let error = wrong_type("order", "an object", other);
+                return Mapped::defect(Defect::of_change(change, error));
+            }
+            Ok(None) => {
+                let error = DocumentError::MissingField {
+                    field: "order".to_owned(),
+                };
+                return Mapped::defect(Defect::of_change(change, error));
+            }
+            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
+        };
+        let guid = match field(order, "order", "guid") {
+            Ok(Some(RawBsonRef::String(guid))) => guid,
+            Ok(Some(other)) => {
+                let error = wrong_type("order.guid", "a string", other);
+                return Mapped::defect(Defect::of_change(change, error));
+            }
+            Ok(None) => {
+                let error = DocumentError::MissingField {
+                    field: "order.guid".to_owned(),
+                };
+                return Mapped::defect(Defect::of_change(change, error));
+            }
+            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
+        };
+        if let Err(error) = require_guid(guid, "order.guid") {
+            return Mapped::defect(Defect::of_change(change, error));
+        }
+        let history = match entries(order, "order", "orderStatusEvents") {
+            Ok(history) => history,
+            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
+        };
+        let mut mapped = Mapped::default();
+        let mut statuses = Vec::new();
+        for (path, entry) in history {
+            match read_entry::<OrderStatusEvent>(&path, entry) {
+                Ok(status) => statuses.push(status),
+                Err(error) => {
+                    let what = format!("status of order {guid}");
+                    mapped.defects.push(Defect::of_entry(
+                        change,
+                        &path,
+                        entry,
+                        Some(guid),
+                        &what,
+                        error,
+                    ));
+                }
+            }
+        }
+        let Some(status) = OrderStatusEvent::current(&statuses) else {
+            if mapped.defects.is_empty() {
+                let error = DocumentError::InvalidField {
+                    field: "order.orderStatusEvents".to_owned(),
+                    reason: format!("order {guid} has no status"),
+                };
+                mapped.defects.push(Defect::of_change(change, error));
+            }
+            return mapped;
+        };
         if status.order_status_type == OrderStatusType::Approved {
-            return Ok(Vec::new());
+            return mapped;
         }
         let id = event_id(
             OrderStatusChangeEvent::EVENT_TYPE,
             &[
-                &order.guid,
+                guid,
                 status.order_status_type.as_str(),
                 &status.timestamp.to_string(),
             ],
         );
         let payload = OrderStatusChangeEvent {
-            guid: order.guid.clone(),
+            guid: guid.to_owned(),
             order_status_event: status.clone(),
         };
-        Ok(vec![outbound(
+        mapped.events.push(outbound(
             change,
             &self.topic,
-            order.guid.clone(),
+            guid.to_owned(),
             OrderStatusChangeEvent::EVENT_TYPE,
             id,
             Some(payload.to_json()),
             true,
-        )])
+        ));
+        mapped
     }
 }
 
@@ -90,10 +162,10 @@ mod tests {
     use storefront_schemas::metadata::{EventType, SCHEMA_VERSION};
 
     use super::*;
-    use crate::mapping::ChangeKind;
     use crate::mapping::testing::{
         change, fixture, fulfillment_document, fulfillment_namespace, golden, order, position,
     };
+    use crate::mapping::{ChangeKind, OutboundEvent};
 
     const GUID: &str = "df78784f-4d1d-48ad-a3e3-26a4fe7317a4";
 
@@ -105,7 +177,11 @@ mod tests {
         kind: ChangeKind,
         document: Option<Document>,
         increment: u32,
-    ) -> Result<Vec<OutboundEvent>, MappingError> {
+    ) -> Result<Vec<OutboundEvent>, Vec<Defect>> {
+        map_whole(kind, document, increment).into_result()
+    }
+
+    fn map_whole(kind: ChangeKind, document: Option<Document>, increment: u32) -> Mapped {
         let id = Bson::ObjectId("65f1c0ffee0000000000f001".parse().unwrap());
         mapper().map(&change(
             fulfillment_namespace(),
@@ -119,7 +195,7 @@ mod tests {
     fn map(
         kind: ChangeKind,
         document: Option<Document>,
-    ) -> Result<Vec<OutboundEvent>, MappingError> {
+    ) -> Result<Vec<OutboundEvent>, Vec<Defect>> {
         map_at(kind, document, 4)
     }
 
@@ -134,7 +210,7 @@ mod tests {
         Status(&'static str, i64),
         /// No events.
         Nothing,
-        /// An error on this field.
+        /// No events; one defect of the change, on this field.
         Error(&'static str),
     }
 
@@ -158,6 +234,34 @@ mod tests {
                 Bson::Document(doc! { "timestamp": 3_i32, "orderStatusType": "PROCESSING" }),
             ],
         );
+        let mut bad_items = fulfillment_document(order(GUID, &processing));
+        bad_items
+            .get_document_mut("order")
+            .unwrap()
+            .insert("orderItems", vec![Bson::Document(doc! { "price": "abc" })]);
+        let mut date_timestamp = fulfillment_document(order(GUID, &[]));
+        date_timestamp.get_document_mut("order").unwrap().insert(
+            "orderStatusEvents",
+            vec![
+                Bson::Document(doc! { "timestamp": 2_i64, "orderStatusType": "APPROVED" }),
+                Bson::Document(doc! {
+                    "timestamp": mongodb::bson::DateTime::from_millis(1_700_000_000_000),
+                    "orderStatusType": "SHIPPED",
+                }),
+            ],
+        );
+        let mut number_guid = fulfillment_document(order(GUID, &processing));
+        number_guid
+            .get_document_mut("order")
+            .unwrap()
+            .insert("guid", 42);
+        let mut no_order = fulfillment_document(order(GUID, &processing));
+        no_order.remove("order");
+        let mut statuses_not_a_list = fulfillment_document(order(GUID, &processing));
+        statuses_not_a_list
+            .get_document_mut("order")
+            .unwrap()
+            .insert("orderStatusEvents", "SHIPPED");
         let mut shipped_by_ups =
             fulfillment_document(order(GUID, &[(2, "APPROVED"), (5, "SHIPPED")]));
         shipped_by_ups.insert("shippingMethod", "UPS");
@@ -255,12 +359,42 @@ mod tests {
                 Error("order.orderStatusEvents"),
             ),
             ("no order guid", Update, Some(no_guid), Error("order.guid")),
-            ("no address", Update, Some(no_address), Error("address")),
             (
-                "timestamp is a string",
+                "no address (never read)",
+                Update,
+                Some(no_address),
+                Status("PROCESSING", 3),
+            ),
+            (
+                "root timestamp is a string (never read)",
                 Update,
                 Some(wrong_timestamp),
-                Error("timestamp"),
+                Status("PROCESSING", 3),
+            ),
+            (
+                "prices and items malformed (never read)",
+                Update,
+                Some(bad_items),
+                Status("PROCESSING", 3),
+            ),
+            (
+                "a date timestamp",
+                Update,
+                Some(date_timestamp),
+                Status("SHIPPED", 1_700_000_000_000),
+            ),
+            (
+                "guid is a number",
+                Update,
+                Some(number_guid),
+                Error("order.guid"),
+            ),
+            ("order missing", Update, Some(no_order), Error("order")),
+            (
+                "statuses not a list",
+                Update,
+                Some(statuses_not_a_list),
+                Error("order.orderStatusEvents"),
             ),
         ];
         for (name, kind, document, expect) in cases {
@@ -297,13 +431,10 @@ mod tests {
                     assert_eq!(payload.order_status_event.timestamp, timestamp, "{name}");
                 }
                 (Nothing, Ok(events)) => assert!(events.is_empty(), "{name}: {events:?}"),
-                (Error(field), Err(error)) => {
-                    let actual = match &error {
-                        MappingError::Document(DocumentError::MissingField { field }) => field,
-                        MappingError::Document(DocumentError::InvalidField { field, .. }) => field,
-                        other => panic!("{name}: {other}"),
-                    };
-                    assert_eq!(actual, field, "{name}: {error}");
+                (Error(field), Err(defects)) => {
+                    assert_eq!(defects.len(), 1, "{name}: {defects:?}");
+                    assert_eq!(defects[0].field, field, "{name}: {defects:?}");
+                    assert!(defects[0].entry.is_none(), "{name}");
                 }
                 (expect, result) => panic!("{name}: expected {expect:?}, got {result:?}"),
             }
@@ -345,5 +476,45 @@ mod tests {
         let again = map(ChangeKind::Update, document).unwrap();
         assert_eq!(first, again);
         assert_eq!(first[0].payload, again[0].payload);
+    }
+
+    #[test]
+    fn a_bad_status_is_left_out_and_the_newest_readable_one_flows() {
+        let mut document = fulfillment_document(order(GUID, &[]));
+        document.get_document_mut("order").unwrap().insert(
+            "orderStatusEvents",
+            vec![
+                Bson::Document(doc! { "timestamp": 2_i64, "orderStatusType": "APPROVED" }),
+                Bson::Document(doc! { "timestamp": 3_i64, "orderStatusType": "PROCESSING" }),
+                Bson::Document(doc! { "timestamp": "4", "orderStatusType": "SHIPPED" }),
+            ],
+        );
+        let mapped = map_whole(ChangeKind::Update, Some(document.clone()), 4);
+        assert_eq!(mapped.events.len(), 1);
+        let payload =
+            OrderStatusChangeEvent::from_json(mapped.events[0].payload.as_deref().unwrap())
+                .unwrap();
+        assert_eq!(payload.order_status_event.timestamp, 3);
+        assert_eq!(mapped.defects.len(), 1);
+        let defect = &mapped.defects[0];
+        assert_eq!(defect.field, "order.orderStatusEvents.2.timestamp");
+        assert_eq!(defect.order_guid.as_deref(), Some(GUID));
+        assert_eq!(
+            defect.entry.as_ref().unwrap().path,
+            "order.orderStatusEvents.2"
+        );
+        assert!(defect.reason.contains(GUID), "{}", defect.reason);
+        // Nothing readable but bad statuses: only their defects, no event.
+        document.get_document_mut("order").unwrap().insert(
+            "orderStatusEvents",
+            vec![Bson::Document(doc! { "orderStatusType": "SHIPPED" })],
+        );
+        let mapped = map_whole(ChangeKind::Update, Some(document), 5);
+        assert!(mapped.events.is_empty());
+        assert_eq!(mapped.defects.len(), 1);
+        assert_eq!(
+            mapped.defects[0].field,
+            "order.orderStatusEvents.0.timestamp"
+        );
     }
 }

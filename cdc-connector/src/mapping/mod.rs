@@ -1,6 +1,6 @@
 //! Mapping: source changes to domain events, as pure functions (no I/O), one module per source
 //! collection. The runtime feeds every change of a watched collection through a
-//! [`ChangeMapper`] and publishes what comes out.
+//! [`ChangeMapper`] and publishes what comes out: events, and a dead letter per [`Defect`].
 //!
 //! Guarantees the mappers keep:
 //! - **Deterministic.** The same change always yields the same events with the same ids, so a
@@ -11,8 +11,19 @@
 //!   fact (an order's fulfillment request, one status change) carry an id derived from that fact
 //!   and are marked [`OutboundEvent::once_per_id`]; the runtime drops repeats it has already
 //!   published.
-//! - **Never silent.** A document that cannot be mapped is a [`MappingError`] whose message is the
-//!   reason a dead letter carries.
+//! - **Every stored shape.** Fields are read as real data stores them (see
+//!   `storefront_schemas::documents`): prices as decimal strings, Decimal128, doubles or integers;
+//!   timestamps as integers, whole doubles or dates; customer ids as ObjectIds or strings; unknown
+//!   fields such as Spring's `_class` ignored; `null` and a missing optional field alike.
+//! - **One bad entry is that entry's problem.** A list entry (an order, an address, a status) is
+//!   read on its own, so a defect in it drops that entry or the one event it feeds, and the rest of
+//!   the document still flows. Each module's doc states, per field, which defects drop an entry,
+//!   which drop one event and which stop the whole change.
+//! - **Never silent, never repeated.** Whatever a defect kept back is a [`Defect`] the runtime
+//!   dead-letters with its reason and field path. A defect's id is derived from what it is (the
+//!   document, the entry's guid or path, the reason and, for an entry, its bytes), so a later
+//!   change that leaves the defect as it was repeats the id and is not dead-lettered again, while
+//!   a change to the defective entry is reported anew.
 
 use mongodb::bson::{Bson, Document, RawDocument, RawDocumentBuf};
 use storefront_schemas::metadata::{EventMetadata, SourcePosition};
@@ -31,6 +42,19 @@ pub enum ChangeKind {
     Replace,
     /// `delete`.
     Delete,
+}
+
+impl ChangeKind {
+    /// The operation's name, as MongoDB spells it (`snapshot` for a snapshot read).
+    pub fn operation_name(self) -> &'static str {
+        match self {
+            ChangeKind::Snapshot => "snapshot",
+            ChangeKind::Insert => "insert",
+            ChangeKind::Update => "update",
+            ChangeKind::Replace => "replace",
+            ChangeKind::Delete => "delete",
+        }
+    }
 }
 
 /// One change of one source document, normalised from a change stream event or a snapshot read.
@@ -70,21 +94,175 @@ pub struct OutboundEvent {
     pub once_per_id: bool,
 }
 
-/// Why a document could not be mapped. The message is the dead letter's reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MappingError {
-    /// A field is missing or invalid.
-    #[error(transparent)]
-    Document(#[from] DocumentError),
-    /// The change names a collection this mapper does not handle.
-    #[error("no mapping for collection {0}")]
-    UnknownNamespace(String),
+/// What one change maps to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mapped {
+    /// Records to publish, in order.
+    pub events: Vec<OutboundEvent>,
+    /// What could not be mapped; each is dead-lettered once.
+    pub defects: Vec<Defect>,
+}
+
+impl Mapped {
+    /// Only `defect`: nothing of the change is published.
+    pub fn defect(defect: Defect) -> Self {
+        Self {
+            events: Vec::new(),
+            defects: vec![defect],
+        }
+    }
+}
+
+/// Part of a change that could not become (part of) an event, and what that kept back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defect {
+    /// The dead letter's reason: what was kept back, and why.
+    pub reason: String,
+    /// Dotted path of the offending field (empty for the document itself).
+    pub field: String,
+    /// The order guid the defect concerns, when known: the dead letter's key (otherwise the
+    /// document's `_id`).
+    pub order_guid: Option<String>,
+    /// The list entry left out, carried as the dead letter's body (otherwise the whole document).
+    pub entry: Option<Entry>,
+    /// The once-per-id event this defect kept from being published, if any: when the runtime
+    /// has already published that event, nothing was kept back and no dead letter is sent.
+    pub blocked_event: Option<String>,
+    /// Deterministic id: the same defect in the same data always has the same id.
+    pub id: String,
+}
+
+/// A list entry a defect left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Its dotted path (`orders.2`).
+    pub path: String,
+    /// Its stored value.
+    pub value: RawBson,
+}
+
+impl Defect {
+    /// A defect that stops the whole change.
+    pub fn of_change(change: &SourceChange, error: DocumentError) -> Self {
+        let reason = format!("change not published: {error}");
+        Self {
+            id: defect_id(change, &["change", &reason]),
+            field: error_field(&error),
+            reason,
+            order_guid: None,
+            entry: None,
+            blocked_event: None,
+        }
+    }
+
+    /// A list entry left out of what is published. `what` names it for a person (`order
+    /// <guid>`, `address`).
+    fn of_entry(
+        change: &SourceChange,
+        path: &str,
+        value: RawBsonRef<'_>,
+        order_guid: Option<&str>,
+        what: &str,
+        error: DocumentError,
+    ) -> Self {
+        let reason = format!("{what} at {path} left out: {error}");
+        // Located by guid when it has one, so an entry moving within its list stays the same
+        // defect; its bytes make a changed entry a new one.
+        let content = Uuid::new_v5(&Uuid::NAMESPACE_OID, raw_bytes(value).as_slice()).to_string();
+        Self {
+            id: defect_id(
+                change,
+                &["entry", order_guid.unwrap_or(path), &reason, &content],
+            ),
+            field: error_field(&error),
+            reason,
+            order_guid: order_guid.map(str::to_owned),
+            entry: Some(Entry {
+                path: path.to_owned(),
+                value: value.to_raw_bson(),
+            }),
+            blocked_event: None,
+        }
+    }
+
+    /// One event not published: `blocked_event` (`what`, for a person) for order `order_guid`.
+    fn of_event(
+        change: &SourceChange,
+        order_guid: &str,
+        what: &str,
+        blocked_event: String,
+        error: DocumentError,
+    ) -> Self {
+        let reason = format!("{what} not published: {error}");
+        Self {
+            id: defect_id(change, &["event", order_guid, &reason]),
+            field: error_field(&error),
+            reason,
+            order_guid: Some(order_guid.to_owned()),
+            entry: None,
+            blocked_event: Some(blocked_event),
+        }
+    }
+
+    /// An event larger than the connector may publish: its own dead letter, once per event id.
+    pub fn too_large(event: &OutboundEvent, size: usize, limit: usize) -> Self {
+        let reason = format!(
+            "event for topic {} is {size} bytes, more than stream.max_event_bytes ({limit})",
+            event.topic
+        );
+        Self {
+            id: deterministic_id(DEFECT_ID_KIND, &[&event.metadata.id, "too large"]),
+            field: String::new(),
+            reason,
+            order_guid: None,
+            entry: None,
+            blocked_event: None,
+        }
+    }
+}
+
+const DEFECT_ID_KIND: &str = "storefront.connector.defect";
+
+fn defect_id(change: &SourceChange, parts: &[&str]) -> String {
+    let document = change
+        .document_id
+        .clone()
+        .into_relaxed_extjson()
+        .to_string();
+    let mut all = vec![
+        change.namespace.database.as_str(),
+        change.namespace.collection.as_str(),
+        document.as_str(),
+    ];
+    all.extend_from_slice(parts);
+    deterministic_id(DEFECT_ID_KIND, &all)
+}
+
+fn error_field(error: &DocumentError) -> String {
+    match error {
+        DocumentError::MissingField { field } | DocumentError::InvalidField { field, .. } => {
+            field.clone()
+        }
+        DocumentError::NotExtendedJson(_) => String::new(),
+    }
+}
+
+/// The bytes of a raw value, to fingerprint it (documents and arrays as stored; a scalar as its
+/// extended JSON, which is exact).
+fn raw_bytes(value: RawBsonRef<'_>) -> Vec<u8> {
+    match value {
+        RawBsonRef::Document(document) => document.as_bytes().to_vec(),
+        RawBsonRef::Array(array) => array.as_bytes().to_vec(),
+        other => Bson::try_from(other.to_raw_bson())
+            .map(|bson| bson.into_canonical_extjson().to_string().into_bytes())
+            .unwrap_or_default(),
+    }
 }
 
 /// Maps changes of the watched collections to events. Another domain plugs in its own.
 pub trait ChangeMapper: Send + Sync {
-    /// The events for `change`, in publish order (possibly none).
-    fn map(&self, change: &SourceChange) -> Result<Vec<OutboundEvent>, MappingError>;
+    /// The events for `change`, in publish order (possibly none), and its defects.
+    fn map(&self, change: &SourceChange) -> Mapped;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -103,71 +281,187 @@ pub use fulfillment::FulfillmentMapper;
 pub use orders::OrdersMapper;
 pub use storefront::StorefrontMapper;
 
-use storefront_schemas::documents::{self, DocumentError};
-use storefront_schemas::metadata::{EventType, SCHEMA_VERSION};
+use mongodb::bson::{RawBson, RawBsonRef};
+use storefront_schemas::documents::{self, CustomerId, DocumentError};
+use storefront_schemas::metadata::{EventType, SCHEMA_VERSION, deterministic_id};
+use uuid::Uuid;
 
 /// The document to map, or `None` when the change leaves nothing to map: a delete, or an update
 /// whose post-image is gone because the document was deleted before the server looked it up.
 /// In that second case the delete's own change follows in the stream and supersedes this one,
 /// so mapping nothing loses nothing. Every other kind must carry its document.
-fn post_image(change: &SourceChange) -> Result<Option<&RawDocument>, MappingError> {
+fn post_image(change: &SourceChange) -> Result<Option<&RawDocument>, DocumentError> {
     match (change.kind, &change.full_document) {
         (ChangeKind::Delete, _) => Ok(None),
         (ChangeKind::Update, None) => Ok(None),
         (_, Some(document)) => Ok(Some(document.as_ref())),
         (ChangeKind::Snapshot | ChangeKind::Insert | ChangeKind::Replace, None) => {
-            Err(MappingError::Document(DocumentError::MissingField {
+            Err(DocumentError::MissingField {
                 field: "fullDocument".to_owned(),
-            }))
+            })
         }
     }
 }
 
-/// Reads a typed source document straight from its raw bytes. Only when that fails is the
-/// document decoded again, more slowly, to name the offending field: errors are rare, speed on
-/// the good path is not.
-fn read<T: serde::de::DeserializeOwned>(document: &RawDocument) -> Result<T, MappingError> {
+/// Reads a typed value straight from the raw bytes of `document`, found at `path`. Only when
+/// that fails is it decoded again, more slowly, to name the offending field: errors are rare,
+/// speed on the good path is not.
+fn read<T: serde::de::DeserializeOwned>(
+    document: &RawDocument,
+    path: &str,
+) -> Result<T, DocumentError> {
     match mongodb::bson::from_slice(document.as_bytes()) {
         Ok(value) => Ok(value),
         Err(fast_error) => {
-            let tree = Document::try_from(document).map_err(|e| {
-                MappingError::Document(DocumentError::InvalidField {
-                    field: String::new(),
-                    reason: e.to_string(),
-                })
+            let tree = Document::try_from(document).map_err(|e| DocumentError::InvalidField {
+                field: path.to_owned(),
+                reason: e.to_string(),
             })?;
             match documents::from_document::<T>(&tree) {
-                Err(error) => Err(error.into()),
+                Err(error) => Err(under(path, error)),
                 // Both decoders accept the same documents; should they ever disagree, the
                 // document is still refused, with the fast decoder's words.
-                Ok(_) => Err(MappingError::Document(DocumentError::InvalidField {
-                    field: String::new(),
+                Ok(_) => Err(DocumentError::InvalidField {
+                    field: path.to_owned(),
                     reason: fast_error.to_string(),
-                })),
+                }),
             }
         }
     }
 }
 
-/// The hex form of an ObjectId `_id`; any other BSON type is an error.
-fn object_id_hex(id: &Bson) -> Result<String, MappingError> {
-    match id {
-        Bson::ObjectId(id) => Ok(id.to_hex()),
-        other => Err(MappingError::Document(DocumentError::InvalidField {
-            field: "_id".to_owned(),
-            reason: format!("expected an ObjectId, found {:?}", other.element_type()),
-        })),
+/// `error`, of a value found at `path`, with its field path made whole.
+fn under(path: &str, error: DocumentError) -> DocumentError {
+    match error {
+        DocumentError::MissingField { field } => DocumentError::MissingField {
+            field: join(path, &field),
+        },
+        DocumentError::InvalidField { field, reason } => DocumentError::InvalidField {
+            field: join(path, &field),
+            reason,
+        },
+        other => other,
     }
+}
+
+fn join(parent: &str, child: &str) -> String {
+    match (parent.is_empty(), child.is_empty()) {
+        (true, _) => child.to_owned(),
+        (_, true) => parent.to_owned(),
+        _ => format!("{parent}.{child}"),
+    }
+}
+
+/// Field `key` of `document` (at `path`); a stored `null` reads as absent.
+fn field<'a>(
+    document: &'a RawDocument,
+    path: &str,
+    key: &str,
+) -> Result<Option<RawBsonRef<'a>>, DocumentError> {
+    match document.get(key) {
+        Ok(Some(RawBsonRef::Null)) | Ok(None) => Ok(None),
+        Ok(Some(value)) => Ok(Some(value)),
+        Err(error) => Err(DocumentError::InvalidField {
+            field: join(path, key),
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Required sub-document `key` of `document`, read as `T`.
+fn required<T: serde::de::DeserializeOwned>(
+    document: &RawDocument,
+    path: &str,
+    key: &str,
+) -> Result<T, DocumentError> {
+    let at = join(path, key);
+    match field(document, path, key)? {
+        Some(RawBsonRef::Document(value)) => read(value, &at),
+        Some(other) => Err(wrong_type(&at, "an object", other)),
+        None => Err(DocumentError::MissingField { field: at }),
+    }
+}
+
+/// The entries of list `key` of `document` with their paths; a list stored as `null` or left out
+/// is empty (Spring omits null fields).
+fn entries<'a>(
+    document: &'a RawDocument,
+    path: &str,
+    key: &str,
+) -> Result<Vec<(String, RawBsonRef<'a>)>, DocumentError> {
+    let at = join(path, key);
+    let array = match field(document, path, key)? {
+        None => return Ok(Vec::new()),
+        Some(RawBsonRef::Array(array)) => array,
+        Some(other) => return Err(wrong_type(&at, "an array", other)),
+    };
+    let mut entries = Vec::new();
+    for (index, entry) in array.into_iter().enumerate() {
+        let entry = entry.map_err(|e| DocumentError::InvalidField {
+            field: format!("{at}.{index}"),
+            reason: e.to_string(),
+        })?;
+        entries.push((format!("{at}.{index}"), entry));
+    }
+    Ok(entries)
+}
+
+/// A list entry read as `T`: it must be an object.
+fn read_entry<T: serde::de::DeserializeOwned>(
+    path: &str,
+    entry: RawBsonRef<'_>,
+) -> Result<T, DocumentError> {
+    match entry {
+        RawBsonRef::Document(document) => read(document, path),
+        other => Err(wrong_type(path, "an object", other)),
+    }
+}
+
+/// The text of string field `key`, if it has one (for naming an entry in a reason).
+fn text<'a>(document: RawBsonRef<'a>, key: &str) -> Option<&'a str> {
+    match document {
+        RawBsonRef::Document(document) => document.get_str(key).ok(),
+        _ => None,
+    }
+}
+
+fn wrong_type(path: &str, expected: &str, found: RawBsonRef<'_>) -> DocumentError {
+    DocumentError::InvalidField {
+        field: path.to_owned(),
+        reason: format!(
+            "expected {expected}, found {}",
+            Bson::try_from(found.to_raw_bson())
+                .map(|value| documents::bson_type_name(&value))
+                .unwrap_or("unreadable BSON")
+        ),
+    }
+}
+
+/// The customer id in `_id` of `document`.
+fn customer_id(document: &RawDocument) -> Result<CustomerId, DocumentError> {
+    let Some(value) = field(document, "", "_id")? else {
+        return Err(DocumentError::MissingField {
+            field: "_id".to_owned(),
+        });
+    };
+    let value = Bson::try_from(value.to_raw_bson()).map_err(|e| DocumentError::InvalidField {
+        field: "_id".to_owned(),
+        reason: e.to_string(),
+    })?;
+    CustomerId::from_bson(&value).map_err(|reason| DocumentError::InvalidField {
+        field: "_id".to_owned(),
+        reason,
+    })
 }
 
 /// A guid used as a record key must not be empty (an empty key would put every such order in
 /// one partition and make its events indistinguishable).
-fn require_guid(guid: &str, field: &str) -> Result<(), MappingError> {
+fn require_guid(guid: &str, field: &str) -> Result<(), DocumentError> {
     if guid.trim().is_empty() {
-        return Err(MappingError::Document(DocumentError::InvalidField {
+        return Err(DocumentError::InvalidField {
             field: field.to_owned(),
             reason: "is empty".to_owned(),
-        }));
+        });
     }
     Ok(())
 }

@@ -16,20 +16,34 @@
 //! to the order; from then on its current status is no longer APPROVED and this mapper emits
 //! nothing for it.
 //!
-//! **A bad order dead-letters the whole document.** The mapping interface returns events or one
-//! error, and emitting the good orders while dropping the bad one would lose it silently. So any
-//! invalid order (missing `guid`, mistyped field, ...) makes the change a [`MappingError`] naming
-//! the order by its path (`orders.2.guid`); the good orders travel in the same dead letter. They
-//! are delayed, not lost: once the document is repaired, the next change of it maps every order
-//! that is still APPROVED again, and the runtime publishes each once.
+//! # Defects, per field
+//! Each order is read on its own: a bad order is that order's problem, and the document's other
+//! orders still produce their requests. A bad order produces its request as soon as a later
+//! change repairs it (its request was never published, so the ledger does not hold its id).
+//!
+//! | field | defect | effect |
+//! |---|---|---|
+//! | `orders` | not a list | the change is not published |
+//! | `orders.N` | not an object; a required field (`guid`, a status's `timestamp` or `orderStatusType`, an item's `product` fields or `quantity`) missing or mistyped; an empty `guid`; a price that is not an exact decimal | that order is left out (its status is unknown, so it cannot be requested) |
+//! | `_id`, `name`, `contact` | `_id` not an ObjectId or a string; `name` or `contact` missing or malformed | no request for each APPROVED order (they need the customer); orders not APPROVED are unaffected |
+//! | `addresses` | no SHIPPING address; the first SHIPPING address malformed; an entry before it whose `type` cannot be read (it may be the first SHIPPING address) | no request for each APPROVED order |
+//! | other `addresses` entries, unknown fields | anything | never read |
+//!
+//! A status inside an order is not dropped on its own: a malformed status could be the newest,
+//! and requesting fulfillment for an order that was since cancelled would be worse than waiting
+//! for the repair. A defect that blocks the request of an order already published is no defect
+//! (nothing is kept back), and the runtime drops it.
 
-use storefront_schemas::documents::{CustomerOrders, DocumentError, OrderStatusType};
+use mongodb::bson::{RawBsonRef, RawDocument};
+use storefront_schemas::documents::{
+    Address, AddressType, Contact, DocumentError, Name, Order, OrderStatusType,
+};
 use storefront_schemas::events::{EventPayload, FulfillmentRequestEvent};
 use storefront_schemas::metadata::event_id;
 
 use super::{
-    ChangeMapper, MappingError, OutboundEvent, SourceChange, outbound, post_image, read,
-    require_guid,
+    ChangeMapper, Defect, Mapped, SourceChange, customer_id, entries, outbound, post_image,
+    read_entry, require_guid, required, text,
 };
 
 /// Maps changes of the Orders collection.
@@ -48,47 +62,157 @@ impl OrdersMapper {
 }
 
 impl ChangeMapper for OrdersMapper {
-    fn map(&self, change: &SourceChange) -> Result<Vec<OutboundEvent>, MappingError> {
+    fn map(&self, change: &SourceChange) -> Mapped {
         // A deleted order history requests nothing: fulfillment of what was already requested
         // goes on, and nothing new can be approved in a document that is gone.
-        let Some(document) = post_image(change)? else {
-            return Ok(Vec::new());
+        let document = match post_image(change) {
+            Ok(Some(document)) => document,
+            Ok(None) => return Mapped::default(),
+            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
         };
-        let customer: CustomerOrders = read(document)?;
-        for (index, order) in customer.orders.iter().enumerate() {
-            require_guid(&order.guid, &format!("orders.{index}.guid"))?;
+        let orders = match entries(document, "", "orders") {
+            Ok(orders) => orders,
+            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
+        };
+        let mut mapped = Mapped::default();
+        let mut approved = Vec::new();
+        for (path, entry) in orders {
+            match read_order(&path, entry) {
+                Ok(order) => {
+                    let status = order
+                        .current_status()
+                        .filter(|status| status.order_status_type == OrderStatusType::Approved);
+                    if let Some(status) = status {
+                        let timestamp = status.timestamp;
+                        approved.push((order, timestamp));
+                    }
+                }
+                Err(error) => {
+                    let guid = text(entry, "guid").filter(|guid| !guid.trim().is_empty());
+                    let what = match guid {
+                        Some(guid) => format!("order {guid}"),
+                        None => "order".to_owned(),
+                    };
+                    mapped
+                        .defects
+                        .push(Defect::of_entry(change, &path, entry, guid, &what, error));
+                }
+            }
         }
-        let mut events = Vec::new();
-        for order in &customer.orders {
-            let Some(approved) = order
-                .current_status()
-                .filter(|status| status.order_status_type == OrderStatusType::Approved)
-            else {
-                continue;
-            };
-            let address = customer.shipping_address().ok_or_else(|| {
-                MappingError::Document(DocumentError::InvalidField {
-                    field: "addresses".to_owned(),
-                    reason: format!(
-                        "customer {} has no SHIPPING address to fulfill approved order {}",
-                        customer.id.to_hex(),
-                        order.guid
-                    ),
-                })
-            })?;
-            let payload = FulfillmentRequestEvent::new(&customer, order, approved, address);
-            events.push(outbound(
-                change,
-                &self.topic,
-                order.guid.clone(),
-                FulfillmentRequestEvent::EVENT_TYPE,
-                event_id(FulfillmentRequestEvent::EVENT_TYPE, &[&order.guid]),
-                Some(payload.to_json()),
-                true,
-            ));
+        if approved.is_empty() {
+            return mapped;
         }
-        Ok(events)
+        match Customer::read(document) {
+            Ok(customer) => {
+                for (order, approved_at) in approved {
+                    let payload = FulfillmentRequestEvent {
+                        timestamp: approved_at,
+                        name: customer.name.clone(),
+                        contact: customer.contact.clone(),
+                        address: customer.shipping_address.clone(),
+                        customer_id: Some(customer.id.clone()),
+                        order,
+                    };
+                    let guid = payload.order.guid.clone();
+                    mapped.events.push(outbound(
+                        change,
+                        &self.topic,
+                        guid.clone(),
+                        FulfillmentRequestEvent::EVENT_TYPE,
+                        request_id(&guid),
+                        Some(payload.to_json()),
+                        true,
+                    ));
+                }
+            }
+            Err(errors) => {
+                for (order, _) in &approved {
+                    let guid = order.guid.as_str();
+                    let what = format!("fulfillment request for approved order {guid}");
+                    for error in &errors {
+                        mapped.defects.push(Defect::of_event(
+                            change,
+                            guid,
+                            &what,
+                            request_id(guid),
+                            error.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        mapped
     }
+}
+
+/// The id of order `guid`'s fulfillment request.
+fn request_id(guid: &str) -> String {
+    event_id(FulfillmentRequestEvent::EVENT_TYPE, &[guid])
+}
+
+fn read_order(path: &str, entry: RawBsonRef<'_>) -> Result<Order, DocumentError> {
+    let order: Order = read_entry(path, entry)?;
+    require_guid(&order.guid, &format!("{path}.guid"))?;
+    Ok(order)
+}
+
+/// What a request needs of the customer.
+struct Customer {
+    id: String,
+    name: Name,
+    contact: Contact,
+    shipping_address: Address,
+}
+
+impl Customer {
+    /// Reads the customer's part of `document`, or every reason it cannot be.
+    fn read(document: &RawDocument) -> Result<Self, Vec<DocumentError>> {
+        match (
+            customer_id(document),
+            required::<Name>(document, "", "name"),
+            required::<Contact>(document, "", "contact"),
+            shipping_address(document),
+        ) {
+            (Ok(id), Ok(name), Ok(contact), Ok(shipping_address)) => Ok(Self {
+                id: id.key(),
+                name,
+                contact,
+                shipping_address,
+            }),
+            (id, name, contact, address) => {
+                Err([id.err(), name.err(), contact.err(), address.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect())
+            }
+        }
+    }
+}
+
+/// The address fulfillment ships to: the first SHIPPING address.
+fn shipping_address(document: &RawDocument) -> Result<Address, DocumentError> {
+    for (path, entry) in entries(document, "", "addresses")? {
+        let address_type = match entry {
+            RawBsonRef::Document(address) => address.get_str("type").ok(),
+            _ => None,
+        };
+        match address_type {
+            Some(text) if AddressType::parse(text) == AddressType::Shipping => {
+                return read_entry(&path, entry);
+            }
+            Some(_) => {}
+            None => {
+                return Err(DocumentError::InvalidField {
+                    field: format!("{path}.type"),
+                    reason: "unreadable, so the first SHIPPING address cannot be told".to_owned(),
+                });
+            }
+        }
+    }
+    Err(DocumentError::InvalidField {
+        field: "addresses".to_owned(),
+        reason: "no SHIPPING address to ship to".to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -97,11 +221,11 @@ mod tests {
     use storefront_schemas::metadata::{EventType, SCHEMA_VERSION};
 
     use super::*;
-    use crate::mapping::ChangeKind;
     use crate::mapping::testing::{
         CUSTOMER_HEX, address, change, customer_id, customer_orders_document, fixture, golden,
         order, orders_namespace, position,
     };
+    use crate::mapping::{ChangeKind, OutboundEvent};
 
     const GUID_A: &str = "df78784f-4d1d-48ad-a3e3-26a4fe7317a4";
     const GUID_B: &str = "a9d5a5e9-4e5c-4c9c-8d1a-3c0b3f5e1e11";
@@ -113,7 +237,11 @@ mod tests {
     fn map(
         kind: ChangeKind,
         document: Option<Document>,
-    ) -> Result<Vec<OutboundEvent>, MappingError> {
+    ) -> Result<Vec<OutboundEvent>, Vec<Defect>> {
+        map_whole(kind, document).into_result()
+    }
+
+    fn map_whole(kind: ChangeKind, document: Option<Document>) -> Mapped {
         mapper().map(&change(
             orders_namespace(),
             kind,
@@ -145,8 +273,10 @@ mod tests {
     enum Expect {
         /// Requests for these order guids, in this order.
         Requests(&'static [&'static str]),
-        /// An error on this field (and, if given, a reason containing this text).
+        /// No requests; a defect on this field (and, if given, a reason containing this text).
         Error(&'static str, Option<&'static str>),
+        /// Requests for these order guids, and one defect on this field, with this reason.
+        Partial(&'static [&'static str], &'static str, &'static str),
     }
 
     #[test]
@@ -170,6 +300,44 @@ mod tests {
         string_id.insert("_id", CUSTOMER_HEX);
         let mut orders_missing = customer_orders_document(vec![]);
         orders_missing.remove("orders");
+        let mut orders_not_a_list = customer_orders_document(vec![]);
+        orders_not_a_list.insert("orders", "none");
+        let priced = |guid: &str, price: Bson| {
+            let mut order = approved(guid);
+            let mut items = order.get_array("orderItems").unwrap().clone();
+            let item = items[0].as_document_mut().unwrap();
+            item.get_document_mut("product")
+                .unwrap()
+                .insert("price", price);
+            order.insert("orderItems", items);
+            order
+        };
+        let bad_price = priced(GUID_B, Bson::String("3,99".into()));
+        let with_addresses = |addresses: Vec<Document>| {
+            let mut document = customer_orders_document(vec![approved(GUID_A)]);
+            let addresses: Vec<Bson> = addresses.into_iter().map(Bson::Document).collect();
+            document.insert("addresses", addresses);
+            document
+        };
+        let mut city_missing = address("SHIPPING", "home");
+        city_missing.remove("city");
+        let bad_shipping = with_addresses(vec![
+            address("BILLING", "billing"),
+            city_missing.clone(),
+            address("SHIPPING", "cottage"),
+        ]);
+        let mut untyped = address("SHIPPING", "home");
+        untyped.remove("type");
+        let untyped_address = with_addresses(vec![untyped, address("SHIPPING", "cottage")]);
+        let mut billing_missing_city = address("BILLING", "billing");
+        billing_missing_city.remove("city");
+        let bad_billing =
+            with_addresses(vec![billing_missing_city, address("SHIPPING", "cottage")]);
+        let mut bad_name = customer_orders_document(vec![approved(GUID_A)]);
+        bad_name.insert("name", "Ada");
+        let mut bad_name_nothing_approved =
+            customer_orders_document(vec![order(GUID_A, &[(1, "CREATED")])]);
+        bad_name_nothing_approved.insert("name", "Ada");
         let cases: Vec<(&str, ChangeKind, Option<Document>, Expect)> = vec![
             (
                 "insert approved",
@@ -304,22 +472,73 @@ mod tests {
                 Error("orders.0.orderStatusEvents.0.timestamp", None),
             ),
             (
-                "a bad order beside a good approved one dead-letters the document",
+                "a bad order beside a good approved one is left out alone",
                 Update,
                 Some(customer_orders_document(vec![approved(GUID_A), no_guid])),
-                Error("orders.1.guid", None),
+                Partial(&[GUID_A], "orders.1.guid", "order at orders.1 left out"),
             ),
             (
                 "empty guid",
                 Update,
                 Some(customer_orders_document(vec![approved(GUID_A), empty_guid])),
-                Error("orders.1.guid", Some("is empty")),
+                Partial(&[GUID_A], "orders.1.guid", "is empty"),
+            ),
+            (
+                "a bad price names the order by its guid",
+                Update,
+                Some(customer_orders_document(vec![bad_price, approved(GUID_A)])),
+                Partial(
+                    &[GUID_A],
+                    "orders.0.orderItems.0.product.price",
+                    "order a9d5a5e9-4e5c-4c9c-8d1a-3c0b3f5e1e11 at orders.0 left out",
+                ),
             ),
             (
                 "approved but no SHIPPING address",
                 Update,
                 Some(no_shipping),
-                Error("addresses", Some(CUSTOMER_HEX)),
+                Error("addresses", Some(GUID_A)),
+            ),
+            (
+                "a malformed first SHIPPING address",
+                Update,
+                Some(bad_shipping),
+                Error("addresses.1.city", Some(GUID_A)),
+            ),
+            (
+                "an address of unreadable type before the SHIPPING one",
+                Update,
+                Some(untyped_address),
+                Error("addresses.0.type", Some(GUID_A)),
+            ),
+            (
+                "a malformed BILLING address is never read",
+                Update,
+                Some(bad_billing),
+                Requests(&[GUID_A]),
+            ),
+            (
+                "a bad name blocks only approved orders",
+                Update,
+                Some(bad_name_nothing_approved),
+                Requests(&[]),
+            ),
+            (
+                "a bad name blocks each approved order",
+                Update,
+                Some(bad_name),
+                Error("name", Some(GUID_A)),
+            ),
+            (
+                "every stored price type",
+                Update,
+                Some(customer_orders_document(vec![
+                    priced(GUID_A, Bson::String("3.99".into())),
+                    priced(GUID_B, Bson::Decimal128("3.99".parse().unwrap())),
+                    priced("c-double", Bson::Double(3.99)),
+                    priced("c-int", Bson::Int32(4)),
+                ])),
+                Requests(&[GUID_A, GUID_B, "c-double", "c-int"]),
             ),
             (
                 "no SHIPPING address and nothing approved",
@@ -331,17 +550,34 @@ mod tests {
                 "_id is a hex string",
                 Insert,
                 Some(string_id),
-                Error("_id", None),
+                Requests(&[GUID_A]),
             ),
             (
                 "no orders field",
                 Insert,
                 Some(orders_missing),
+                Requests(&[]),
+            ),
+            (
+                "orders not a list",
+                Insert,
+                Some(orders_not_a_list),
                 Error("orders", None),
             ),
         ];
         for (name, kind, document, expect) in cases {
-            match (expect, map(kind, document)) {
+            let mapped = map_whole(kind, document);
+            let (expect, result) = match expect {
+                Partial(guids, field, reason) => {
+                    assert_eq!(mapped.defects.len(), 1, "{name}: {:?}", mapped.defects);
+                    let defect = &mapped.defects[0];
+                    assert_eq!(defect.field, field, "{name}");
+                    assert!(defect.reason.contains(reason), "{name}: {}", defect.reason);
+                    (Requests(guids), Ok(mapped.events))
+                }
+                expect => (expect, mapped.into_result()),
+            };
+            match (expect, result) {
                 (Requests(guids), Ok(events)) => {
                     let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
                     assert_eq!(keys, guids, "{name}");
@@ -377,15 +613,11 @@ mod tests {
                         assert_eq!(payload.timestamp, current.timestamp, "{name}");
                     }
                 }
-                (Error(field, reason), Err(error)) => {
-                    let actual = match &error {
-                        MappingError::Document(DocumentError::MissingField { field }) => field,
-                        MappingError::Document(DocumentError::InvalidField { field, .. }) => field,
-                        other => panic!("{name}: {other}"),
-                    };
-                    assert_eq!(actual, field, "{name}: {error}");
+                (Error(field, reason), Err(defects)) => {
+                    let defect = &defects[0];
+                    assert_eq!(defect.field, field, "{name}: {defects:?}");
                     if let Some(reason) = reason {
-                        assert!(error.to_string().contains(reason), "{name}: {error}");
+                        assert!(defect.reason.contains(reason), "{name}: {}", defect.reason);
                     }
                 }
                 (expect, result) => panic!("{name}: expected {expect:?}, got {result:?}"),
@@ -446,6 +678,7 @@ mod tests {
                 Some(moved),
                 position(10),
             ))
+            .into_result()
             .unwrap();
         assert_eq!(before[0].metadata.id, after[0].metadata.id);
         assert_ne!(before[0].payload, after[0].payload);

@@ -2,11 +2,11 @@
 //! that collection. Namespaces are compared whole (database and collection), so a collection of
 //! the same name in another database is not mistaken for a watched one.
 
+use storefront_schemas::documents::DocumentError;
 use storefront_schemas::topology::{StorefrontNamespaces, StorefrontTopics};
 
 use super::{
-    AccountsMapper, ChangeMapper, FulfillmentMapper, MappingError, OrdersMapper, OutboundEvent,
-    SourceChange,
+    AccountsMapper, ChangeMapper, Defect, FulfillmentMapper, Mapped, OrdersMapper, SourceChange,
 };
 
 /// Maps changes of the three storefront collections to their events.
@@ -36,7 +36,7 @@ impl StorefrontMapper {
 }
 
 impl ChangeMapper for StorefrontMapper {
-    fn map(&self, change: &SourceChange) -> Result<Vec<OutboundEvent>, MappingError> {
+    fn map(&self, change: &SourceChange) -> Mapped {
         let namespace = &change.namespace;
         if *namespace == self.namespaces.accounts {
             self.accounts.map(change)
@@ -45,7 +45,15 @@ impl ChangeMapper for StorefrontMapper {
         } else if *namespace == self.namespaces.fulfillment {
             self.fulfillment.map(change)
         } else {
-            Err(MappingError::UnknownNamespace(namespace.to_string()))
+            // The runtime only feeds watched collections; should another ever arrive, it is
+            // dead-lettered, not dropped.
+            Mapped::defect(Defect::of_change(
+                change,
+                DocumentError::InvalidField {
+                    field: String::new(),
+                    reason: format!("no mapping for collection {namespace}"),
+                },
+            ))
         }
     }
 }
@@ -106,6 +114,7 @@ mod tests {
                     Some(document),
                     position(1),
                 ))
+                .into_result()
                 .unwrap();
             assert_eq!(events.len(), 1, "{namespace}");
             assert_eq!(events[0].topic, topic, "{namespace}");
@@ -130,9 +139,12 @@ mod tests {
                 Some(customer_document()),
                 position(1),
             ));
-            assert_eq!(
-                result,
-                Err(MappingError::UnknownNamespace(namespace.to_string()))
+            assert!(result.events.is_empty());
+            assert_eq!(result.defects.len(), 1);
+            let reason = &result.defects[0].reason;
+            assert!(
+                reason.ends_with(&format!("no mapping for collection {namespace}")),
+                "{reason}"
             );
         }
     }

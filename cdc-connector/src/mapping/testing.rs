@@ -166,3 +166,14 @@ pub fn golden<T: EventPayload>() -> T {
     };
     T::from_json(text.as_bytes()).unwrap()
 }
+
+impl super::Mapped {
+    /// The events when the change mapped without a defect, else every defect.
+    pub fn into_result(self) -> Result<Vec<super::OutboundEvent>, Vec<super::Defect>> {
+        if self.defects.is_empty() {
+            Ok(self.events)
+        } else {
+            Err(self.defects)
+        }
+    }
+}
