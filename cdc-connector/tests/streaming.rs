@@ -670,6 +670,12 @@ async fn wrong_types_and_oversized_events_are_dead_letters_with_reasons() {
         "{}",
         reason_for(oversized)
     );
+    // Each carries its change's real operation and cluster time.
+    for letter in &letters {
+        assert_eq!(letter.header("dlq_operation"), "insert");
+        let cluster_time: u64 = letter.header("dlq_clustertime").parse().unwrap();
+        assert!(cluster_time >> 32 > 1_700_000_000, "{cluster_time}");
+    }
     assert_eq!(status, 200);
     let accounts = config.sources.accounts.to_string();
     let line = |name: &str| {
@@ -691,4 +697,147 @@ async fn wrong_types_and_oversized_events_are_dead_letters_with_reasons() {
     );
     line("cdc_checkpoint_age_seconds");
     line("cdc_seconds_behind_source");
+}
+
+/// One customer's orders in every stored price shape, one of them malformed: the malformed
+/// order is dead-lettered once (not again on each later change that leaves it as it was), the
+/// customer's other orders get their requests, and the bad order gets its own once repaired.
+#[tokio::test]
+async fn a_bad_order_is_dead_lettered_once_and_never_blocks_its_customer() {
+    let mut config = test_config();
+    // One partition per topic, so the sentinel is read only after everything published before.
+    config.new_topics.partitions = 1;
+    let connector = start(&config).await;
+    let orders = collection(&config.sources.orders).await;
+    let priced = |guid: &str, price: mongodb::bson::Bson| {
+        let mut order = order(
+            guid,
+            vec![status("CREATED", 1_000), status("APPROVED", 2_000)],
+        );
+        order
+            .get_array_mut("orderItems")
+            .unwrap()
+            .first_mut()
+            .and_then(|item| item.as_document_mut())
+            .and_then(|item| item.get_document_mut("product").ok())
+            .unwrap()
+            .insert("price", price);
+        order
+    };
+    let decimal = |text: &str| mongodb::bson::Bson::Decimal128(text.parse().unwrap());
+    let id = ObjectId::new();
+    let mut document = customer(id, "Mixed");
+    document.remove("creditCards");
+    document.insert(
+        "orders",
+        vec![
+            priced("order-string", "3.99".into()),
+            priced("order-bad", "3,99".into()),
+        ],
+    );
+    orders.insert_one(document).await.unwrap();
+    let mut reader = TopicReader::new(&[
+        &config.topics.fulfillment_request,
+        &config.stream.dead_letter_topic,
+    ]);
+    let requested = |records: &[Record], guid: &str| {
+        records
+            .iter()
+            .any(|r| r.topic == config.topics.fulfillment_request && r.key.as_deref() == Some(guid))
+    };
+    reader
+        .read_until(DEADLINE, "the good order's request", |r| {
+            requested(r, "order-string")
+        })
+        .await;
+    // Later changes that leave the bad order as it was: a new order, then a name change.
+    orders
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$push": { "orders": priced("order-decimal", decimal("3.99")) } },
+        )
+        .await
+        .unwrap();
+    reader
+        .read_until(DEADLINE, "the decimal order's request", |r| {
+            requested(r, "order-decimal")
+        })
+        .await;
+    orders
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "name.firstName": "Renamed", "orders.2.note": "gift" } },
+        )
+        .await
+        .unwrap();
+    // The repair: the bad order gets its request.
+    orders
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "orders.1.orderItems.0.product.price": 3.99 } },
+        )
+        .await
+        .unwrap();
+    // Sentinel: another customer with a bad order of its own; its dead letter comes last.
+    let sentinel = ObjectId::new();
+    let mut document = customer(sentinel, "Sentinel");
+    document.insert(
+        "orders",
+        vec![priced("sentinel-bad", mongodb::bson::Bson::Boolean(true))],
+    );
+    orders.insert_one(document).await.unwrap();
+    let records = reader
+        .read_until(DEADLINE, "the sentinel's dead letter", |r| {
+            r.iter().any(|r| r.key.as_deref() == Some("sentinel-bad"))
+        })
+        .await
+        .to_vec();
+    connector.stop().await;
+
+    let requests: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.topic == config.topics.fulfillment_request)
+        .collect();
+    assert_eq!(
+        keys(&requests.iter().map(|r| (*r).clone()).collect::<Vec<_>>()),
+        ["order-string", "order-decimal", "order-bad"]
+    );
+    for request in &requests {
+        // Every stored shape is the JSON number 3.99 in the event, whatever BSON type held it.
+        let body = String::from_utf8(request.payload.clone().unwrap()).unwrap();
+        assert!(body.contains(r#""price":3.99"#), "{body}");
+        assert_eq!(request.json()["customerId"], id.to_hex());
+    }
+    let letters: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.topic == config.stream.dead_letter_topic)
+        .collect();
+    let letter_keys: Vec<&str> = letters.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(
+        letter_keys,
+        ["order-bad", "sentinel-bad"],
+        "one dead letter per defect"
+    );
+    let letter = letters[0];
+    assert_eq!(
+        letter.header("dlq_field"),
+        "orders.1.orderItems.0.product.price"
+    );
+    assert_eq!(letter.header("dlq_entry"), "orders.1");
+    assert!(
+        letter.header("dlq_reason").contains("order order-bad"),
+        "{}",
+        letter.header("dlq_reason")
+    );
+    assert_eq!(letter.header("dlq_operation"), "insert");
+    assert_eq!(
+        letter.header("dlq_document_id"),
+        format!(r#"{{"$oid":"{}"}}"#, id.to_hex())
+    );
+    // The real change's cluster time: the same as the request published from that change.
+    assert_eq!(
+        letter.header("dlq_clustertime"),
+        requests[0].header("ce_clustertime")
+    );
+    assert_eq!(letter.json()["guid"], "order-bad", "the body is the order");
 }

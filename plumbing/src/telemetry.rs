@@ -58,14 +58,17 @@ pub fn init_logging(settings: &LogSettings) -> Result<(), TelemetryError> {
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    // `get_or_init` runs the installation once even when several callers race to it (tests
+    // start several instances at once): a second `install_recorder` would fail.
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(TelemetryError::Recorder)
 }
 
 /// The state of one component of a process.
