@@ -7,6 +7,7 @@
 //!   fixed time.
 //! - [`next_events`]: reads change events with a deadline.
 //! - [`TopicReader`]: reads topics from the beginning into [`Record`]s until a condition holds.
+//! - [`corpus`]: the corpus of real-shaped source documents with their expected events.
 //! - [`http_get`], [`Daemon`]: talk to a process's `/health` endpoint; run a built binary and stop
 //!   it with SIGTERM like an orchestrator would.
 //!
@@ -14,6 +15,8 @@
 //! - `STOREFRONT_TEST_MONGO_URI`: use this MongoDB instead of the local test server.
 //! - `STOREFRONT_TEST_KAFKA_BOOTSTRAP`: use these Kafka brokers instead of the local broker.
 //! - `STACK_MONGO_PORT`, `STACK_KAFKA_PORT`: ports of the local stack (as `dev/stack` reads them).
+
+pub mod corpus;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
