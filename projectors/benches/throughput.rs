@@ -40,11 +40,13 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawArrayBuf, RawDocumentBuf, doc};
 use projectors::config::ApplySettings;
 use projectors::config::{Projector, ProjectorsConfig};
+use projectors::projection::to_bson;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
+use storefront_schemas::documents::CustomerId;
 use storefront_schemas::events::{CustomerChangeEvent, FulfillmentRequestEvent};
 use storefront_tests::{Daemon, free_port, stack, unique};
 
@@ -173,14 +175,14 @@ fn statement(op: &projectors::store::WriteOp) -> Document {
 /// then every second change, ..., so one batch holds a customer at most once (or twice where two
 /// rounds meet).
 fn customer_backlog(config: &ProjectorsConfig, events: usize, customers: usize) -> Backlog {
-    let ids: Vec<ObjectId> = (0..customers).map(|_| ObjectId::new()).collect();
+    let ids: Vec<CustomerId> = (0..customers).map(|_| new_customer_id()).collect();
     let mut backlog = Backlog {
         records: Vec::with_capacity(events),
         plain: Vec::with_capacity(events),
         guarded: Vec::with_capacity(events),
     };
     for n in 0..events {
-        let id = ids[n % customers];
+        let id = &ids[n % customers];
         let first_name = format!("Customer{}r{}", n % customers, n / customers);
         let record = customer_change(config, id, position(n as u32), &first_name);
         let payload: CustomerChangeEvent =
@@ -197,9 +199,9 @@ fn customer_backlog(config: &ProjectorsConfig, events: usize, customers: usize) 
             "q": { "_id": id },
             "u": {
                 "$set": {
-                    "name": mongodb::bson::to_bson(&payload.name).unwrap(),
-                    "contact": mongodb::bson::to_bson(&payload.contact).unwrap(),
-                    "addresses": mongodb::bson::to_bson(&payload.addresses).unwrap(),
+                    "name": to_bson(&payload.name),
+                    "contact": to_bson(&payload.contact),
+                    "addresses": to_bson(&payload.addresses),
                 },
                 "$setOnInsert": { "orders": [] },
             },
@@ -234,14 +236,14 @@ fn request_backlog(config: &ProjectorsConfig, events: usize) -> Backlog {
             "u": {
                 "$set": {
                     "timestamp": payload.timestamp,
-                    "name": mongodb::bson::to_bson(&payload.name).unwrap(),
-                    "contact": mongodb::bson::to_bson(&payload.contact).unwrap(),
-                    "address": mongodb::bson::to_bson(&payload.address).unwrap(),
-                    "order.orderItems": mongodb::bson::to_bson(&payload.order.order_items).unwrap(),
+                    "name": to_bson(&payload.name),
+                    "contact": to_bson(&payload.contact),
+                    "address": to_bson(&payload.address),
+                    "order.orderItems": to_bson(&payload.order.order_items),
                 },
                 "$setOnInsert": {
                     "order.guid": &guid,
-                    "order.orderStatusEvents": mongodb::bson::to_bson(&payload.order.order_status_events).unwrap(),
+                    "order.orderStatusEvents": to_bson(&payload.order.order_status_events),
                 },
             },
             "upsert": true,

@@ -13,7 +13,9 @@
 //! of `shared/design/domain.md`) rely on:
 //! - the record key is the aggregate id (per-key order is what keeps one customer's or one
 //!   order's events in sequence, so a mismatched key would break it);
-//! - a customer id is an ObjectId in hex (the `_id` of `customer.orders`);
+//! - a customer id is not empty: an ObjectId in hex or a string, which Spring's rule
+//!   ([`CustomerId::from_key`]: 24 hex digits are an ObjectId, anything else a string) maps back
+//!   to the `_id` of `customer.orders`;
 //! - an OrderStatusChangeEvent never carries APPROVED (adding it could make an order's current
 //!   status APPROVED again, which is what triggers a FulfillmentRequestEvent);
 //! - a FulfillmentRequestEvent's order is currently APPROVED (a request created in any other
@@ -24,10 +26,9 @@
 //! Poison never stops consumption: the runner sends it to the dead-letter topic with
 //! [`Poison::reason`] and moves on.
 
-use mongodb::bson::oid::ObjectId;
 use rdkafka::Message;
 use rdkafka::message::{Headers, OwnedMessage};
-use storefront_schemas::documents::OrderStatusType;
+use storefront_schemas::documents::{CustomerId, OrderStatusType};
 use storefront_schemas::events::{
     CustomerChangeEvent, EventPayload, FulfillmentRequestEvent, OrderStatusChangeEvent,
 };
@@ -58,14 +59,14 @@ pub enum EventBody {
     /// A customer was inserted, updated or replaced.
     CustomerChanged {
         /// The customer id.
-        id: ObjectId,
+        id: CustomerId,
         /// Its public fields.
         payload: CustomerChangeEvent,
     },
     /// A customer was deleted (a tombstone).
     CustomerDeleted {
         /// The customer id (from the record key).
-        id: ObjectId,
+        id: CustomerId,
     },
     /// A fulfillment's status changed.
     OrderStatusChanged(OrderStatusChangeEvent),
@@ -192,7 +193,7 @@ pub fn decode_parts<'a>(
     };
     let body = match (metadata.event_type, body) {
         (EventType::CustomerDeleted, None) => {
-            let id = object_id(key, "record key")?;
+            let id = customer_id(key, "record key")?;
             return Ok(Event {
                 metadata,
                 body: EventBody::CustomerDeleted { id },
@@ -213,7 +214,7 @@ pub fn decode_parts<'a>(
         EventType::CustomerChanged => {
             let payload: CustomerChangeEvent = payload(body)?;
             require_key(key, &payload.id, "id")?;
-            let id = object_id(&payload.id, "id")?;
+            let id = customer_id(&payload.id, "id")?;
             EventBody::CustomerChanged { id, payload }
         }
         EventType::OrderStatusChanged => {
@@ -260,10 +261,12 @@ fn payload<T: EventPayload>(body: &[u8]) -> Result<T, Poison> {
     })
 }
 
-fn object_id(hex: &str, field: &str) -> Result<ObjectId, Poison> {
-    ObjectId::parse_str(hex).map_err(|_| {
+/// The customer id `key` stands for, by Spring's rule (24 hex digits are an ObjectId, anything
+/// else a string); an empty key is no id.
+fn customer_id(key: &str, field: &str) -> Result<CustomerId, Poison> {
+    CustomerId::from_key(key).ok_or_else(|| {
         Poison::contract(format!(
-            "{field} `{hex}` is not an ObjectId (24 hex digits)"
+            "{field} is empty: a customer id is an ObjectId in hex or a non-empty string"
         ))
     })
 }
@@ -528,12 +531,36 @@ mod tests {
                 expect: Err((Contract, "differs")),
             },
             Case {
-                what: "id not an ObjectId",
+                what: "string id",
                 topic: t.customer_change.clone(),
-                key: Some("customer-7"),
-                body: Some(customer_json("customer-7")),
-                headers: headers(CustomerChanged, "customer-7"),
-                expect: Err((Contract, "not an ObjectId")),
+                key: Some("ada-1"),
+                body: Some(customer_json("ada-1")),
+                headers: headers(CustomerChanged, "ada-1"),
+                expect: Ok("changed"),
+            },
+            Case {
+                what: "tombstone of a string id",
+                topic: t.customer_change.clone(),
+                key: Some("ada-1"),
+                body: None,
+                headers: headers(CustomerDeleted, "ada-1"),
+                expect: Ok("deleted"),
+            },
+            Case {
+                what: "empty id",
+                topic: t.customer_change.clone(),
+                key: Some(""),
+                body: Some(customer_json("")),
+                headers: headers(CustomerChanged, ""),
+                expect: Err((Contract, "id is empty")),
+            },
+            Case {
+                what: "tombstone with an empty key",
+                topic: t.customer_change.clone(),
+                key: Some(""),
+                body: None,
+                headers: headers(CustomerDeleted, ""),
+                expect: Err((Contract, "record key is empty")),
             },
             Case {
                 what: "tombstone with a body",
@@ -625,6 +652,43 @@ mod tests {
                     );
                 }
                 (expect, got) => panic!("{}: expected {expect:?}, got {got:?}", case.what),
+            }
+        }
+    }
+
+    #[test]
+    fn customer_ids_follow_springs_rule() {
+        use mongodb::bson::oid::ObjectId;
+        let not_hex = "zzf1c0ffee0000000000beef";
+        let cases = [
+            (
+                CUSTOMER,
+                CustomerId::ObjectId(ObjectId::parse_str(CUSTOMER).unwrap()),
+            ),
+            ("ada-1", CustomerId::Text("ada-1".into())),
+            (not_hex, CustomerId::Text(not_hex.into())),
+        ];
+        for (key, expected) in cases {
+            for (event_type, body) in [
+                (EventType::CustomerChanged, Some(customer_json(key))),
+                (EventType::CustomerDeleted, None),
+            ] {
+                let headers = headers(event_type, key);
+                let as_bytes: Vec<(&str, &[u8])> =
+                    headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+                let event = decode_parts(
+                    &topics().customer_change,
+                    Some(key.as_bytes()),
+                    body.as_deref(),
+                    as_bytes,
+                    &topics(),
+                )
+                .unwrap();
+                let id = match event.body {
+                    EventBody::CustomerChanged { id, .. } | EventBody::CustomerDeleted { id } => id,
+                    other => panic!("{key}: {other:?}"),
+                };
+                assert_eq!(id, expected, "{key} {event_type:?}");
             }
         }
     }

@@ -6,7 +6,6 @@ mod common;
 
 use common::scenario::{Ids, assert_expected, first_name, scenario, seed};
 use common::*;
-use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
 use projectors::config::Projector;
 use storefront_tests::TopicReader;
@@ -14,7 +13,7 @@ use storefront_tests::TopicReader;
 /// Runs `records` (built by `arrange` from the scenario) through both projectors with
 /// `batch_size`, and returns both collections.
 async fn run(
-    ids: Ids,
+    ids: &Ids,
     batch_size: usize,
     arrange: impl Fn(Vec<Outbound>) -> Vec<Outbound>,
 ) -> (Vec<Document>, Vec<Document>) {
@@ -38,13 +37,13 @@ async fn every_event_delivered_twice_ends_as_delivered_once() {
     let ids = Ids::new();
     let twice = |records: Vec<Outbound>| [records.clone(), records].concat();
     let (once, twice_each, twice_batched) = tokio::join!(
-        run(ids, 1_000, |records| records),
+        run(&ids, 1_000, |records| records),
         // One event per batch: the guards meet every repeat.
-        run(ids, 1, twice),
+        run(&ids, 1, twice),
         // Whole batches: repeats collapse within a batch too.
-        run(ids, 1_000, twice),
+        run(&ids, 1_000, twice),
     );
-    assert_expected(ids, &once.0, &once.1);
+    assert_expected(&ids, &once.0, &once.1);
     assert_eq!(twice_each, once, "twice, one event per batch");
     assert_eq!(twice_batched, once, "twice, batched");
 }
@@ -58,11 +57,11 @@ async fn each_keys_events_delivered_in_reverse_end_as_delivered_in_order() {
         records
     };
     let (in_order, reversed_each, reversed_batched) = tokio::join!(
-        run(ids, 1, |records| records),
-        run(ids, 1, reversed),
-        run(ids, 1_000, reversed),
+        run(&ids, 1, |records| records),
+        run(&ids, 1, reversed),
+        run(&ids, 1_000, reversed),
     );
-    assert_expected(ids, &in_order.0, &in_order.1);
+    assert_expected(&ids, &in_order.0, &in_order.1);
     assert_eq!(reversed_each, in_order, "reversed, one event per batch");
     assert_eq!(reversed_batched, in_order, "reversed, batched");
 }
@@ -71,32 +70,32 @@ async fn each_keys_events_delivered_in_reverse_end_as_delivered_in_order() {
 async fn poison_in_the_middle_of_a_batch_is_dead_lettered_and_the_rest_applied() {
     let config = test_config();
     create_topics(&config).await;
-    let [x, y, z, w] = [(); 4].map(|()| ObjectId::new());
+    let [x, y, z, w] = [(); 4].map(|()| new_customer_id());
     // A document the projector cannot write to: its `_cdc` is not a document.
     collection(&config.targets.orders)
         .await
-        .insert_one(doc! { "_id": z, "_cdc": "corrupt", "orders": [] })
+        .insert_one(doc! { "_id": &z, "_cdc": "corrupt", "orders": [] })
         .await
         .unwrap();
     let not_json = Outbound {
         body: Some(b"{\"id\": not json".to_vec()),
-        ..customer_change(&config, ObjectId::new(), position(2), "Bad")
+        ..customer_change(&config, &new_customer_id(), position(2), "Bad")
     };
-    let mut bad_headers = customer_change(&config, ObjectId::new(), position(3), "Bad");
+    let mut bad_headers = customer_change(&config, &new_customer_id(), position(3), "Bad");
     bad_headers.headers.retain(|(k, _)| k != "ce_type");
-    let mut schema = customer_change(&config, ObjectId::new(), position(4), "Bad");
+    let mut schema = customer_change(&config, &new_customer_id(), position(4), "Bad");
     let mut body: serde_json::Value =
         serde_json::from_slice(schema.body.as_ref().unwrap()).unwrap();
     body.as_object_mut().unwrap().remove("contact");
     schema.body = Some(serde_json::to_vec(&body).unwrap());
     let records = vec![
-        customer_change(&config, x, position(1), "X"),
+        customer_change(&config, &x, position(1), "X"),
         not_json,
-        customer_change(&config, y, position(5), "Y"),
+        customer_change(&config, &y, position(5), "Y"),
         bad_headers,
         schema,
-        customer_change(&config, z, position(6), "Z"),
-        customer_change(&config, w, position(7), "W"),
+        customer_change(&config, &z, position(6), "Z"),
+        customer_change(&config, &w, position(7), "W"),
     ];
     // One partition, so the poison sits between good records of the same batch.
     Producer::new().send_all(&records, Some(0)).await;
@@ -105,7 +104,7 @@ async fn poison_in_the_middle_of_a_batch_is_dead_lettered_and_the_rest_applied()
     running.stop().await;
 
     for (id, name) in [(x, "X"), (y, "Y"), (w, "W")] {
-        let document = find(&config.targets.orders, id).await.unwrap();
+        let document = find(&config.targets.orders, &id).await.unwrap();
         assert_eq!(first_name(&document), name);
     }
     let mut reader = TopicReader::new(&[&config.apply.dead_letter_topic]);

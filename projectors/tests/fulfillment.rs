@@ -10,12 +10,11 @@ use projectors::config::Projector;
 async fn a_request_creates_one_fulfillment_in_the_domain_shape() {
     let config = test_config();
     create_topics(&config).await;
-    Producer::new()
-        .send(
-            &fulfillment_request(&config, "g-1", position(1), "London"),
-            None,
-        )
-        .await;
+    let record = fulfillment_request(&config, "g-1", position(1), "London");
+    // The event carries the price as a JSON number with its own digits.
+    let body = String::from_utf8(record.body.clone().unwrap()).unwrap();
+    assert!(body.contains(r#""price":3.99}"#), "{body}");
+    Producer::new().send(&record, None).await;
     let running = start(&config, &[Projector::Fulfillment]).await;
     caught_up(&config, Projector::Fulfillment).await;
     running.stop().await;
@@ -38,7 +37,15 @@ async fn a_request_creates_one_fulfillment_in_the_domain_shape() {
     );
     let order = request.get_document("order").unwrap();
     assert_eq!(order.get_str("guid"), Ok("g-1"));
-    assert_eq!(order.get_array("orderItems").unwrap().len(), 1);
+    let items = order.get_array("orderItems").unwrap();
+    assert_eq!(items.len(), 1);
+    let item = items[0].as_document().unwrap();
+    // Stored exactly: Decimal128 3.99, not the double nearest to it.
+    assert_eq!(
+        item.get_document("product").unwrap().get("price"),
+        Some(&Bson::Decimal128("3.99".parse().unwrap()))
+    );
+    assert_eq!(item.get_i64("quantity"), Ok(2));
     let statuses: Vec<&str> = order
         .get_array("orderStatusEvents")
         .unwrap()

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use mongodb::bson::oid::ObjectId;
 use projectors::config::Projector;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
+use storefront_schemas::documents::CustomerId;
 use storefront_tests::{Daemon, eventually, free_port, http_get, stack};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
@@ -69,11 +69,11 @@ async fn two_instances_share_the_partitions_and_apply_each_record_once() {
     .await;
 
     // Many customers, so every partition gets some.
-    let customers: Vec<ObjectId> = (0..300).map(|_| ObjectId::new()).collect();
+    let customers: Vec<CustomerId> = (0..300).map(|_| new_customer_id()).collect();
     let records: Vec<Outbound> = customers
         .iter()
         .enumerate()
-        .map(|(n, id)| customer_change(&config, *id, position(n as u32), &format!("C{n}")))
+        .map(|(n, id)| customer_change(&config, id, position(n as u32), &format!("C{n}")))
         .collect();
     Producer::new().send_all(&records, None).await;
     caught_up(&config, Projector::Orders).await;

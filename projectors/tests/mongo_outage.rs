@@ -8,8 +8,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use mongodb::bson::oid::ObjectId;
 use projectors::config::Projector;
+use storefront_schemas::documents::CustomerId;
 use storefront_tests::{eventually, http_get, repo_root, stack};
 
 fn dev_stack(args: &[&str]) {
@@ -38,12 +38,12 @@ async fn nothing_is_lost_while_mongodb_is_down() {
     let config = test_config();
     create_topics(&config).await;
     let producer = Producer::new();
-    let before: Vec<ObjectId> = (0..20).map(|_| ObjectId::new()).collect();
-    let during: Vec<ObjectId> = (0..20).map(|_| ObjectId::new()).collect();
-    let changes = |ids: &[ObjectId], first: u32| -> Vec<Outbound> {
+    let before: Vec<CustomerId> = (0..20).map(|_| new_customer_id()).collect();
+    let during: Vec<CustomerId> = (0..20).map(|_| new_customer_id()).collect();
+    let changes = |ids: &[CustomerId], first: u32| -> Vec<Outbound> {
         ids.iter()
             .enumerate()
-            .map(|(n, id)| customer_change(&config, *id, position(first + n as u32), "Ada"))
+            .map(|(n, id)| customer_change(&config, id, position(first + n as u32), "Ada"))
             .collect()
     };
     producer.send_all(&changes(&before, 0), None).await;
@@ -91,10 +91,7 @@ async fn nothing_is_lost_while_mongodb_is_down() {
     let documents = snapshot(&config.targets.orders).await;
     assert_eq!(documents.len(), before.len() + during.len());
     for id in before.iter().chain(&during) {
-        assert!(
-            documents.iter().any(|d| d.get_object_id("_id") == Ok(*id)),
-            "{id} applied"
-        );
+        assert!(documents.iter().any(|d| has_id(d, id)), "{id} applied");
     }
     assert!(
         metric_sum("projector_retries_total", &["operation=\"mongo_write\""]) > retries_before,

@@ -4,27 +4,30 @@
 mod common;
 
 use common::*;
-use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, doc};
 use projectors::config::Projector;
+use storefront_schemas::documents::CustomerId;
 use storefront_tests::{TopicReader, eventually};
 
 #[tokio::test]
 async fn a_customer_change_copies_the_customer_and_never_touches_orders() {
     let config = test_config();
     create_topics(&config).await;
-    let (known, new) = (ObjectId::new(), ObjectId::new());
+    let (known, new) = (new_customer_id(), new_customer_id());
+    // Accounts stores an id that is not 24 hex digits as a string.
+    let text = CustomerId::Text("ada-1".into());
     let orders = collection(&config.targets.orders).await;
     orders
-        .insert_one(customer_orders(known, "Old", &[approved_order("g-1")]))
+        .insert_one(customer_orders(&known, "Old", &[approved_order("g-1")]))
         .await
         .unwrap();
     let producer = Producer::new();
     producer
         .send_all(
             &[
-                customer_change(&config, known, position(10), "Ada"),
-                customer_change(&config, new, position(11), "Grace"),
+                customer_change(&config, &known, position(10), "Ada"),
+                customer_change(&config, &new, position(11), "Grace"),
+                customer_change(&config, &text, position(12), "Text"),
             ],
             None,
         )
@@ -33,7 +36,8 @@ async fn a_customer_change_copies_the_customer_and_never_touches_orders() {
     caught_up(&config, Projector::Orders).await;
     running.stop().await;
 
-    let known_doc = find(&config.targets.orders, known).await.unwrap();
+    let known_doc = find(&config.targets.orders, &known).await.unwrap();
+    assert_eq!(known_doc.get("_id"), Some(&Bson::from(&known)));
     assert_eq!(
         known_doc.get_document("name").unwrap().get_str("firstName"),
         Ok("Ada")
@@ -55,7 +59,7 @@ async fn a_customer_change_copies_the_customer_and_never_touches_orders() {
             .get_i64("customerPosition"),
         Ok(position(10) as i64)
     );
-    let new_doc = find(&config.targets.orders, new).await.unwrap();
+    let new_doc = find(&config.targets.orders, &new).await.unwrap();
     assert_eq!(new_doc.get_array("orders").unwrap(), &Vec::<Bson>::new());
     assert_eq!(
         new_doc.get_document("name").unwrap().get_str("firstName"),
@@ -63,13 +67,22 @@ async fn a_customer_change_copies_the_customer_and_never_touches_orders() {
     );
     assert!(!new_doc.contains_key("customerDeleted"));
     assert!(!new_doc.contains_key("creditCards"));
+    // A string id is the string `_id`, not an ObjectId.
+    let text_doc = find(&config.targets.orders, "ada-1").await.unwrap();
+    assert_eq!(text_doc.get("_id"), Some(&Bson::String("ada-1".into())));
+    assert_eq!(
+        text_doc.get_document("name").unwrap().get_str("firstName"),
+        Ok("Text")
+    );
+    assert_eq!(text_doc.get_array("orders").unwrap(), &Vec::<Bson>::new());
+    assert_eq!(snapshot(&config.targets.orders).await.len(), 3);
 }
 
 #[tokio::test]
 async fn a_tombstone_marks_the_customer_deleted_and_keeps_the_orders() {
     let config = test_config();
     create_topics(&config).await;
-    let id = ObjectId::new();
+    let id = &new_customer_id();
     collection(&config.targets.orders)
         .await
         .insert_one(customer_orders(id, "Ada", &[approved_order("g-1")]))
@@ -116,7 +129,7 @@ async fn an_older_change_never_overwrites_a_newer_one() {
     // One event per batch, so the guard (not the batch's collapsing) decides.
     let config = with_batch_size(test_config(), 1);
     create_topics(&config).await;
-    let id = ObjectId::new();
+    let id = &new_customer_id();
     let producer = Producer::new();
     producer
         .send_all(
@@ -152,8 +165,8 @@ async fn an_older_change_never_overwrites_a_newer_one() {
 async fn a_status_is_added_once_and_the_history_stays_in_timestamp_order() {
     let config = with_batch_size(test_config(), 1);
     create_topics(&config).await;
-    let id = ObjectId::new();
-    let other = ObjectId::new();
+    let id = &new_customer_id();
+    let other = &new_customer_id();
     let orders = collection(&config.targets.orders).await;
     orders
         .insert_one(customer_orders(
@@ -224,7 +237,7 @@ async fn a_status_is_added_once_and_the_history_stays_in_timestamp_order() {
 async fn a_status_for_an_order_no_document_has_is_dead_lettered() {
     let config = test_config();
     create_topics(&config).await;
-    let id = ObjectId::new();
+    let id = &new_customer_id();
     collection(&config.targets.orders)
         .await
         .insert_one(customer_orders(id, "Ada", &[approved_order("g-1")]))

@@ -6,7 +6,6 @@ mod common;
 use common::scenario::{Ids, scenario, seed};
 use common::*;
 use mongodb::bson::doc;
-use mongodb::bson::oid::ObjectId;
 use projectors::RebuildError;
 use projectors::config::Projector;
 
@@ -15,9 +14,9 @@ async fn a_rebuild_of_a_drifted_projection_equals_the_live_one() {
     let config = test_config();
     create_topics(&config).await;
     let ids = Ids::new();
-    seed(&config, ids).await;
+    seed(&config, &ids).await;
     let producer = Producer::new();
-    producer.send_all(&scenario(&config, ids), None).await;
+    producer.send_all(&scenario(&config, &ids), None).await;
 
     // Live.
     let running = start(&config, &Projector::ALL).await;
@@ -46,7 +45,7 @@ async fn a_rebuild_of_a_drifted_projection_equals_the_live_one() {
     let orders = collection(&config.targets.orders).await;
     orders
         .update_one(
-            doc! { "_id": ids.a },
+            doc! { "_id": &ids.a },
             doc! { "$set": {
                 "name.firstName": "Drifted",
                 "_cdc.customerPosition": i64::MAX,
@@ -57,14 +56,14 @@ async fn a_rebuild_of_a_drifted_projection_equals_the_live_one() {
         .unwrap();
     orders
         .update_one(
-            doc! { "_id": ids.a },
+            doc! { "_id": &ids.a },
             doc! { "$pull": { "orders.0.orderStatusEvents": { "orderStatusType": "SHIPPED" } } },
         )
         .await
         .unwrap();
     orders
         .update_one(
-            doc! { "_id": ids.b },
+            doc! { "_id": &ids.b },
             doc! { "$unset": { "_cdc": "", "contact": "" } },
         )
         .await
@@ -98,9 +97,9 @@ async fn a_rebuild_of_a_drifted_projection_equals_the_live_one() {
 
     // Live instances take over after the replayed end: a new event is applied, and nothing
     // replayed is read again (the group was left at the end).
-    let e = ObjectId::new();
+    let e = new_customer_id();
     producer
-        .send(&customer_change(&config, e, position(100), "E"), None)
+        .send(&customer_change(&config, &e, position(100), "E"), None)
         .await;
     let topic = format!("topic=\"{}\"", config.topics.customer_change);
     let read_before = metric_sum("projector_events_total", &[&topic]);
@@ -112,13 +111,13 @@ async fn a_rebuild_of_a_drifted_projection_equals_the_live_one() {
         1.0,
         "only the new event is read"
     );
-    let new = find(&config.targets.orders, e).await.unwrap();
+    let new = find(&config.targets.orders, &e).await.unwrap();
     assert_eq!(
         new.get_document("name").unwrap().get_str("firstName"),
         Ok("E")
     );
     let mut expected = live_orders.clone();
     expected.push(canonical(new));
-    expected.sort_by_key(|d| d.get_object_id("_id").unwrap());
+    expected.sort_by_key(id_order);
     assert_eq!(snapshot(&config.targets.orders).await, expected);
 }

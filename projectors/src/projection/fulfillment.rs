@@ -24,14 +24,15 @@
 //! # Fields this projection owns
 //! `_id`, `timestamp`, `name`, `contact`, `address`, `order.guid`, `order.orderItems`,
 //! `order.orderStatusEvents` (at creation only) and `_cdc.requestPosition` (the source position
-//! of the request the fields come from; the newest wins).
+//! of the request the fields come from; the newest wins). The items' prices are stored exactly,
+//! as Decimal128 (see [`to_bson`]).
 
 use std::collections::HashMap;
 
-use mongodb::bson::{Bson, doc};
+use mongodb::bson::doc;
 use storefront_schemas::events::FulfillmentRequestEvent;
 
-use super::{Outcome, Plan, push_guarded};
+use super::{Outcome, Plan, push_guarded, to_bson};
 use crate::event::{Event, EventBody, Poison};
 use crate::store::WriteOp;
 
@@ -73,11 +74,6 @@ pub fn request_write(position: i64, payload: &FulfillmentRequestEvent) -> WriteO
 /// writer may have created the document between its query and its insert).
 pub fn request_follow_ups(position: i64, payload: &FulfillmentRequestEvent) -> Vec<WriteOp> {
     vec![request_write(position, payload)]
-}
-
-fn to_bson<T: serde::Serialize>(value: &T) -> Bson {
-    // Contract types hold strings, integers, finite numbers and lists: they always serialise.
-    mongodb::bson::to_bson(value).unwrap_or(Bson::Null)
 }
 
 /// Per order guid, the index of the newest request of the batch (equal positions: the later);
@@ -137,6 +133,7 @@ pub fn plan(events: &[&Event]) -> Plan {
 
 #[cfg(test)]
 mod tests {
+    use mongodb::bson::Bson;
     use storefront_schemas::documents::{
         Address, AddressType, Contact, Name, Order, OrderItem, OrderStatusEvent, OrderStatusType,
         Price, Product,
@@ -251,6 +248,27 @@ mod tests {
             Ok("APPROVED")
         );
         assert_eq!(request_follow_ups(9, &payload), vec![op.clone()]);
+    }
+
+    #[test]
+    fn prices_are_written_exactly_as_decimal128() {
+        let mut payload = request("g-1", "London");
+        payload.order.order_items[0].product.price = Price::parse("3.99").unwrap();
+        let op = request_write(9, &payload);
+        let items = op
+            .update
+            .get_document("$set")
+            .unwrap()
+            .get_array("order.orderItems")
+            .unwrap();
+        let item = items[0].as_document().unwrap();
+        assert_eq!(
+            item.get_document("product").unwrap().get("price"),
+            Some(&Bson::Decimal128("3.99".parse().unwrap()))
+        );
+        assert_eq!(item.get("quantity"), Some(&Bson::Int64(2)));
+        // The statement sent to MongoDB carries it too.
+        assert!(op.statement().is_ok());
     }
 
     #[test]

@@ -29,9 +29,34 @@
 pub mod fulfillment;
 pub mod orders;
 
+use mongodb::bson::Bson;
+use serde::Serialize;
+
 use crate::config::{Projector, ProjectorsConfig};
 use crate::event::{Event, EventBody, Poison};
 use crate::store::{OpResult, Statement, Store, StoreError, WriteOp};
+
+/// Serialises a contract type to the BSON value it is stored as, through BSON's binary
+/// serializer ([`mongodb::bson::to_raw_document_buf`]), which is not human-readable: a
+/// [`Price`](storefront_schemas::documents::Price) becomes a Decimal128 with its exact digits,
+/// everything else the same value [`mongodb::bson::to_bson`] gives. (`to_bson` serialises as a
+/// human-readable format, where a price writes itself as a JSON number token: that would be
+/// stored as a meaningless document.)
+///
+/// The contract types hold only strings, integers, prices, optional fields and lists, which
+/// always serialise; `Null` stands for a value that could not.
+pub fn to_bson<T: Serialize + ?Sized>(value: &T) -> Bson {
+    /// The one-field document the value is serialised in (the binary serializer writes
+    /// documents only).
+    #[derive(Serialize)]
+    struct Field<'a, T: ?Sized> {
+        value: &'a T,
+    }
+    mongodb::bson::to_raw_document_buf(&Field { value })
+        .ok()
+        .and_then(|raw| Bson::try_from(raw.get("value").ok()??).ok())
+        .unwrap_or(Bson::Null)
+}
 
 /// What became of one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +284,49 @@ pub(crate) struct GuardedRun {
 
 #[cfg(test)]
 mod tests {
+    use mongodb::bson::doc;
+    use storefront_schemas::documents::{
+        OrderItem, OrderStatusEvent, OrderStatusType, Price, Product,
+    };
+
     use super::*;
+
+    #[test]
+    fn values_are_stored_as_bson_with_prices_exact() {
+        let item = OrderItem {
+            product: Product {
+                guid: "p-1".into(),
+                title: "Lamp".into(),
+                description: "A lamp".into(),
+                price: Price::parse("3.99").unwrap(),
+            },
+            quantity: 2,
+        };
+        assert_eq!(
+            to_bson(&vec![item]),
+            Bson::Array(vec![Bson::Document(doc! {
+                "product": {
+                    "guid": "p-1",
+                    "title": "Lamp",
+                    "description": "A lamp",
+                    "price": Bson::Decimal128("3.99".parse().unwrap()),
+                },
+                "quantity": 2_i64,
+            })])
+        );
+        // Everything but prices as `bson::to_bson` has it (absent options left out).
+        let status = OrderStatusEvent {
+            timestamp: 5,
+            order_status_type: OrderStatusType::Shipped,
+            note: None,
+        };
+        assert_eq!(to_bson(&status), mongodb::bson::to_bson(&status).unwrap());
+        assert_eq!(
+            to_bson(&status),
+            Bson::Document(doc! { "timestamp": 5_i64, "orderStatusType": "SHIPPED" })
+        );
+        assert_eq!(to_bson("text"), Bson::String("text".into()));
+    }
 
     #[test]
     fn guarded_results_decide_the_outcome() {

@@ -12,6 +12,12 @@
 //!                                 insert s at its place unless it is already there
 //! ```
 //!
+//! # Customer ids
+//! The `_id` is the customer id as Accounts stores it, an ObjectId or a string: the record key
+//! (the ObjectId's hex, or the string) read back by Spring's rule ([`CustomerId::from_key`]: 24
+//! hex digits are an ObjectId, anything else a string), so the copy lands in the document the
+//! Orders application keeps for that customer.
+//!
 //! # Fields this projection owns
 //! `name`, `contact`, `addresses` (the copy), `customerDeleted` (present and `true` only while
 //! the customer is deleted), `_cdc.customerPosition` (source position of the change the copy
@@ -43,12 +49,11 @@
 
 use std::collections::HashMap;
 
-use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
-use storefront_schemas::documents::OrderStatusEvent;
+use storefront_schemas::documents::{CustomerId, OrderStatusEvent};
 use storefront_schemas::events::CustomerChangeEvent;
 
-use super::{Outcome, Plan, push_guarded, run_guarded};
+use super::{Outcome, Plan, push_guarded, run_guarded, to_bson};
 use crate::event::{Event, EventBody, Poison};
 use crate::store::{OpResult, Statement, Store, StoreError, WriteOp};
 
@@ -76,7 +81,7 @@ pub struct OrdersProjection {
 /// mark; the `deleted_since` form applies when the newest tombstone is newer: the data lands,
 /// the customer stays deleted.
 pub fn change_write(
-    id: ObjectId,
+    id: &CustomerId,
     position: i64,
     payload: &CustomerChangeEvent,
     deleted_since: bool,
@@ -115,7 +120,7 @@ pub fn change_write(
 /// What to try after a change's upsert met a newer document: the plain upsert again (another
 /// writer may have created the document meanwhile) and the `deleted_since` form.
 pub fn change_follow_ups(
-    id: ObjectId,
+    id: &CustomerId,
     position: i64,
     payload: &CustomerChangeEvent,
 ) -> Vec<WriteOp> {
@@ -129,7 +134,7 @@ pub fn change_follow_ups(
 /// copy is not newer than the tombstone, marks the customer deleted, and creates a placeholder
 /// for a customer never seen; the `recreated_since` form applies when the copy is newer (a
 /// customer re-created since): only the tombstone's position is recorded.
-pub fn tombstone_write(id: ObjectId, position: i64, recreated_since: bool) -> WriteOp {
+pub fn tombstone_write(id: &CustomerId, position: i64, recreated_since: bool) -> WriteOp {
     if recreated_since {
         WriteOp::upsert(
             doc! {
@@ -159,7 +164,7 @@ pub fn tombstone_write(id: ObjectId, position: i64, recreated_since: bool) -> Wr
 
 /// What to try after a tombstone's upsert met a newer document: the plain upsert again and the
 /// `recreated_since` form.
-pub fn tombstone_follow_ups(id: ObjectId, position: i64) -> Vec<WriteOp> {
+pub fn tombstone_follow_ups(id: &CustomerId, position: i64) -> Vec<WriteOp> {
     vec![
         tombstone_write(id, position, false),
         tombstone_write(id, position, true),
@@ -170,9 +175,9 @@ pub fn tombstone_follow_ups(id: ObjectId, position: i64) -> Vec<WriteOp> {
 pub fn follow_ups(event: &Event) -> Vec<WriteOp> {
     match &event.body {
         EventBody::CustomerChanged { id, payload } => {
-            change_follow_ups(*id, event.position(), payload)
+            change_follow_ups(id, event.position(), payload)
         }
-        EventBody::CustomerDeleted { id } => tombstone_follow_ups(*id, event.position()),
+        EventBody::CustomerDeleted { id } => tombstone_follow_ups(id, event.position()),
         _ => Vec::new(),
     }
 }
@@ -262,12 +267,6 @@ fn timestamp_of(entry: &Document) -> Option<i64> {
     }
 }
 
-/// Serialises a contract type to BSON. The types hold only strings, integers, finite numbers,
-/// optional fields and lists, which always serialise.
-fn to_bson<T: serde::Serialize>(value: &T) -> Bson {
-    mongodb::bson::to_bson(value).unwrap_or(Bson::Null)
-}
-
 /// The customer events of one customer in a batch, collapsed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CustomerEvents {
@@ -279,9 +278,9 @@ pub struct CustomerEvents {
 
 /// What a batch asks of this projection once collapsed.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Collapsed {
+pub struct Collapsed<'a> {
     /// Per customer (in first-seen order): the events that matter.
-    pub customers: Vec<(ObjectId, CustomerEvents)>,
+    pub customers: Vec<(&'a CustomerId, CustomerEvents)>,
     /// Status events, first of each identity (guid, timestamp, type) in the batch.
     pub statuses: Vec<usize>,
     /// Events made redundant by another of the batch, with what they count as.
@@ -290,9 +289,9 @@ pub struct Collapsed {
 
 /// Keeps, per customer, the newest change and the newest tombstone (the state depends on nothing
 /// else, so applying only them equals applying all in order), and each distinct status once.
-pub fn collapse(events: &[&Event]) -> Collapsed {
+pub fn collapse<'a>(events: &[&'a Event]) -> Collapsed<'a> {
     let mut collapsed = Collapsed::default();
-    let mut customers: HashMap<ObjectId, usize> = HashMap::new();
+    let mut customers: HashMap<&CustomerId, usize> = HashMap::new();
     let mut statuses: HashMap<(&str, i64, &str), usize> = HashMap::new();
     let newer = |index: usize, current: Option<usize>| {
         current.is_none_or(|current| events[index].position() >= events[current].position())
@@ -300,8 +299,8 @@ pub fn collapse(events: &[&Event]) -> Collapsed {
     for (index, event) in events.iter().enumerate() {
         match &event.body {
             EventBody::CustomerChanged { id, .. } | EventBody::CustomerDeleted { id } => {
-                let slot = *customers.entry(*id).or_insert_with(|| {
-                    collapsed.customers.push((*id, CustomerEvents::default()));
+                let slot = *customers.entry(id).or_insert_with(|| {
+                    collapsed.customers.push((id, CustomerEvents::default()));
                     collapsed.customers.len() - 1
                 });
                 let entry = &mut collapsed.customers[slot].1;
@@ -358,11 +357,11 @@ pub fn plan(events: &[&Event]) -> Plan {
         if let Some(index) = customer.change
             && let EventBody::CustomerChanged { payload, .. } = &events[index].body
         {
-            let op = change_write(*id, events[index].position(), payload, false);
+            let op = change_write(id, events[index].position(), payload, false);
             push_guarded(&mut plan, index, &op);
         }
         if let Some(index) = customer.tombstone {
-            let op = tombstone_write(*id, events[index].position(), false);
+            let op = tombstone_write(id, events[index].position(), false);
             push_guarded(&mut plan, index, &op);
         }
     }
@@ -549,6 +548,7 @@ fn index_orders(documents: &[Document], guids: &[&str]) -> HashMap<String, (Bson
 
 #[cfg(test)]
 mod tests {
+    use mongodb::bson::oid::ObjectId;
     use storefront_schemas::documents::{Address, AddressType, Contact, Name, OrderStatusType};
     use storefront_schemas::events::OrderStatusChangeEvent;
     use storefront_schemas::metadata::{EventMetadata, EventType, SCHEMA_VERSION, SourcePosition};
@@ -556,8 +556,8 @@ mod tests {
 
     use super::*;
 
-    fn oid(n: u8) -> ObjectId {
-        ObjectId::from_bytes([n; 12])
+    fn oid(n: u8) -> CustomerId {
+        CustomerId::ObjectId(ObjectId::from_bytes([n; 12]))
     }
 
     fn metadata(event_type: EventType, position: u64) -> EventMetadata {
@@ -572,9 +572,9 @@ mod tests {
         }
     }
 
-    fn payload(id: ObjectId, first_name: &str) -> CustomerChangeEvent {
+    fn payload(id: &CustomerId, first_name: &str) -> CustomerChangeEvent {
         CustomerChangeEvent {
-            id: id.to_hex(),
+            id: id.key(),
             name: Name {
                 title: "Ms".into(),
                 first_name: first_name.into(),
@@ -599,20 +599,20 @@ mod tests {
         }
     }
 
-    fn change(id: ObjectId, position: u64) -> Event {
+    fn change(id: &CustomerId, position: u64) -> Event {
         Event {
             metadata: metadata(EventType::CustomerChanged, position),
             body: EventBody::CustomerChanged {
-                id,
+                id: id.clone(),
                 payload: payload(id, &format!("v{position}")),
             },
         }
     }
 
-    fn tombstone(id: ObjectId, position: u64) -> Event {
+    fn tombstone(id: &CustomerId, position: u64) -> Event {
         Event {
             metadata: metadata(EventType::CustomerDeleted, position),
-            body: EventBody::CustomerDeleted { id },
+            body: EventBody::CustomerDeleted { id: id.clone() },
         }
     }
 
@@ -636,12 +636,12 @@ mod tests {
 
     #[test]
     fn a_batch_collapses_to_the_newest_change_and_tombstone_per_customer() {
-        let (a, b) = (oid(1), oid(2));
+        let (a, b) = (&oid(1), &CustomerId::Text("ada-1".into()));
         // (events, expected customers, expected statuses, expected settled)
-        type Case = (
+        type Case<'a> = (
             &'static str,
             Vec<Event>,
-            Vec<(ObjectId, CustomerEvents)>,
+            Vec<(&'a CustomerId, CustomerEvents)>,
             Vec<usize>,
             Vec<(usize, Outcome)>,
         );
@@ -816,8 +816,8 @@ mod tests {
 
     #[test]
     fn change_writes_guard_on_both_positions_and_never_touch_orders() {
-        let customer = payload(oid(1), "Ada");
-        let primary = change_write(oid(1), 42, &customer, false);
+        let customer = payload(&oid(1), "Ada");
+        let primary = change_write(&oid(1), 42, &customer, false);
         assert_eq!(
             primary.filter,
             doc! {
@@ -841,7 +841,7 @@ mod tests {
             update.get_document("$setOnInsert").unwrap(),
             &doc! { "orders": [] }
         );
-        let follow_ups = change_follow_ups(oid(1), 42, &customer);
+        let follow_ups = change_follow_ups(&oid(1), 42, &customer);
         assert_eq!(follow_ups[0], primary);
         let variant = &follow_ups[1];
         assert_eq!(
@@ -863,8 +863,26 @@ mod tests {
     }
 
     #[test]
+    fn the_id_is_the_key_by_springs_rule_an_object_id_or_a_string() {
+        let hex = "65f1c0ffee0000000000beef";
+        let cases = [
+            ("ada-1", Bson::String("ada-1".into())),
+            (hex, Bson::ObjectId(ObjectId::parse_str(hex).unwrap())),
+        ];
+        for (key, expected) in cases {
+            let id = CustomerId::from_key(key).unwrap();
+            let writes = follow_ups(&change(&id, 3))
+                .into_iter()
+                .chain(follow_ups(&tombstone(&id, 4)));
+            for op in writes {
+                assert_eq!(op.filter.get("_id"), Some(&expected), "{key}");
+            }
+        }
+    }
+
+    #[test]
     fn tombstone_writes_mark_deleted_only_when_newer_than_the_copy() {
-        let primary = tombstone_write(oid(1), 7, false);
+        let primary = tombstone_write(&oid(1), 7, false);
         assert_eq!(
             primary.filter,
             doc! {
@@ -877,7 +895,7 @@ mod tests {
             primary.update.get_document("$set").unwrap(),
             &doc! { "customerDeleted": true, "_cdc.customerDeletedPosition": 7_i64 }
         );
-        let follow_ups = tombstone_follow_ups(oid(1), 7);
+        let follow_ups = tombstone_follow_ups(&oid(1), 7);
         assert_eq!(follow_ups[0], primary);
         let variant = &follow_ups[1];
         assert_eq!(

@@ -11,6 +11,7 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Client, Collection};
 use projectors::RunningProjectors;
 use projectors::config::{ApplySettings, ProjectionTargets, Projector, ProjectorsConfig};
+use projectors::projection::to_bson;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -18,8 +19,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::documents::{
-    Address, AddressType, Contact, Name, Order, OrderItem, OrderStatusEvent, OrderStatusType,
-    Price, Product,
+    Address, AddressType, Contact, CustomerId, Name, Order, OrderItem, OrderStatusEvent,
+    OrderStatusType, Price, Product,
 };
 use storefront_schemas::events::{
     CustomerChangeEvent, EventPayload, FulfillmentRequestEvent, OrderStatusChangeEvent,
@@ -37,13 +38,6 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A config with its own topics, collections, groups and dead-letter topic.
 pub fn test_config() -> ProjectorsConfig {
-    // `telemetry::metrics_handle` installs the process-wide recorder on first use, but two
-    // first uses at once (parallel tests starting projectors) can both try, and the second
-    // fails. Installing it once here, serialised, sidesteps that race.
-    static RECORDER: std::sync::Once = std::sync::Once::new();
-    RECORDER.call_once(|| {
-        storefront_plumbing::telemetry::metrics_handle().expect("metrics recorder");
-    });
     ProjectorsConfig {
         consumer_group_prefix: unique("projectors"),
         mongo: storefront_plumbing::settings::MongoSettings {
@@ -191,47 +185,50 @@ pub fn address(city: &str) -> Address {
     }
 }
 
-/// A CustomerChangeEvent of customer `id` at `position`.
+/// A new customer id, stored as an ObjectId (as most are; [`CustomerId::Text`] for the others).
+pub fn new_customer_id() -> CustomerId {
+    CustomerId::ObjectId(ObjectId::new())
+}
+
+/// A CustomerChangeEvent of customer `id` at `position`, keyed and identified by `id`'s key
+/// (ObjectId hex, or the string).
 pub fn customer_change(
     config: &ProjectorsConfig,
-    id: ObjectId,
+    id: &CustomerId,
     position: u64,
     first_name: &str,
 ) -> Outbound {
+    let key = id.key();
     let payload = CustomerChangeEvent {
-        id: id.to_hex(),
+        id: key.clone(),
         name: name(first_name),
         contact: contact(first_name),
         addresses: vec![address(first_name)],
     };
     let metadata = metadata(
         EventType::CustomerChanged,
-        &id.to_hex(),
+        &key,
         position,
         Namespace::new("accounts", "customer.accounts"),
     );
     outbound(
         &config.topics.customer_change,
-        &id.to_hex(),
+        &key,
         Some(payload.to_json()),
         &metadata,
     )
 }
 
 /// The tombstone of customer `id` at `position`.
-pub fn customer_deleted(config: &ProjectorsConfig, id: ObjectId, position: u64) -> Outbound {
+pub fn customer_deleted(config: &ProjectorsConfig, id: &CustomerId, position: u64) -> Outbound {
+    let key = id.key();
     let metadata = metadata(
         EventType::CustomerDeleted,
-        &id.to_hex(),
+        &key,
         position,
         Namespace::new("accounts", "customer.accounts"),
     );
-    outbound(
-        &config.topics.customer_change,
-        &id.to_hex(),
-        None,
-        &metadata,
-    )
+    outbound(&config.topics.customer_change, &key, None, &metadata)
 }
 
 pub fn status(timestamp: i64, kind: &str, note: Option<&str>) -> OrderStatusEvent {
@@ -267,7 +264,8 @@ pub fn status_change(
     )
 }
 
-/// An order with statuses CREATED at 1000 and APPROVED at 2000.
+/// An order with statuses CREATED at 1000 and APPROVED at 2000, of two lamps at 3.99 (events
+/// carry the price as the JSON number `3.99`).
 pub fn approved_order(guid: &str) -> Order {
     Order {
         guid: guid.into(),
@@ -280,7 +278,7 @@ pub fn approved_order(guid: &str) -> Order {
                 guid: "p-1".into(),
                 title: "Lamp".into(),
                 description: "A lamp".into(),
-                price: Price::from_f64(19.5).unwrap(),
+                price: Price::parse("3.99").unwrap(),
             },
             quantity: 2,
         }],
@@ -300,7 +298,7 @@ pub fn fulfillment_request(
         contact: contact("Ada"),
         address: address(city),
         order: approved_order(guid),
-        customer_id: Some(ObjectId::new().to_hex()),
+        customer_id: Some(new_customer_id().key()),
     };
     let metadata = metadata(
         EventType::FulfillmentRequested,
@@ -502,15 +500,31 @@ fn canonical_value(value: Bson) -> Bson {
     }
 }
 
-/// A CustomerOrders document as the Orders app would have it: the customer copy and `orders`.
-pub fn customer_orders(id: ObjectId, first_name: &str, orders: &[Order]) -> Document {
+/// A CustomerOrders document as the Orders app would have it: the customer copy and `orders`
+/// (prices as Decimal128).
+pub fn customer_orders(id: &CustomerId, first_name: &str, orders: &[Order]) -> Document {
     doc! {
         "_id": id,
-        "name": mongodb::bson::to_bson(&name(first_name)).unwrap(),
-        "contact": mongodb::bson::to_bson(&contact(first_name)).unwrap(),
-        "addresses": mongodb::bson::to_bson(&vec![address(first_name)]).unwrap(),
-        "orders": mongodb::bson::to_bson(orders).unwrap(),
+        "name": to_bson(&name(first_name)),
+        "contact": to_bson(&contact(first_name)),
+        "addresses": to_bson(&vec![address(first_name)]),
+        "orders": to_bson(orders),
     }
+}
+
+/// The order MongoDB sorts customer ids in (strings before ObjectIds), for `sort_by_key` on
+/// documents.
+pub fn id_order(document: &Document) -> (u8, String) {
+    match document.get("_id") {
+        Some(Bson::String(text)) => (0, text.clone()),
+        Some(Bson::ObjectId(id)) => (1, id.to_hex()),
+        other => panic!("not a customer id: {other:?}"),
+    }
+}
+
+/// Whether `document`'s `_id` is customer `id`.
+pub fn has_id(document: &Document, id: &CustomerId) -> bool {
+    document.get("_id") == Some(&Bson::from(id))
 }
 
 /// The `orderStatusType`s of order `guid` in `document`, in list order.

@@ -2,28 +2,29 @@
 //! with deletes, a re-created customer, a customer never seen before its delete, out-of-order
 //! statuses and repeated requests.
 
-use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document};
 use projectors::config::ProjectorsConfig;
+use storefront_schemas::documents::CustomerId;
 
 use super::*;
 
-/// The customers of the scenario: A has orders (the Orders app's), B, C and D have none.
-#[derive(Debug, Clone, Copy)]
+/// The customers of the scenario: A has orders (the Orders app's), B, C and D have none. C's id
+/// is a string, the others' ObjectIds.
+#[derive(Debug, Clone)]
 pub struct Ids {
-    pub a: ObjectId,
-    pub b: ObjectId,
-    pub c: ObjectId,
-    pub d: ObjectId,
+    pub a: CustomerId,
+    pub b: CustomerId,
+    pub c: CustomerId,
+    pub d: CustomerId,
 }
 
 impl Ids {
     pub fn new() -> Self {
         Self {
-            a: ObjectId::new(),
-            b: ObjectId::new(),
-            c: ObjectId::new(),
-            d: ObjectId::new(),
+            a: new_customer_id(),
+            b: new_customer_id(),
+            c: CustomerId::Text("customer-c".into()),
+            d: new_customer_id(),
         }
     }
 }
@@ -31,7 +32,7 @@ impl Ids {
 /// Both projections' events, in source order: A changes, is deleted and re-created; B changes
 /// and is deleted; C is deleted without ever being seen; D only changes; order g-1 gets four
 /// statuses and three requests (the newest ships to Paris), g-2 one of each.
-pub fn scenario(config: &ProjectorsConfig, ids: Ids) -> Vec<Outbound> {
+pub fn scenario(config: &ProjectorsConfig, ids: &Ids) -> Vec<Outbound> {
     let Ids { a, b, c, d } = ids;
     vec![
         customer_change(config, a, position(1), "A1"),
@@ -71,11 +72,11 @@ pub fn scenario(config: &ProjectorsConfig, ids: Ids) -> Vec<Outbound> {
 }
 
 /// The Orders application's own document: customer A with orders g-1 and g-2.
-pub async fn seed(config: &ProjectorsConfig, ids: Ids) {
+pub async fn seed(config: &ProjectorsConfig, ids: &Ids) {
     collection(&config.targets.orders)
         .await
         .insert_one(customer_orders(
-            ids.a,
+            &ids.a,
             "A0",
             &[approved_order("g-1"), approved_order("g-2")],
         ))
@@ -92,14 +93,14 @@ pub fn first_name(document: &Document) -> &str {
 }
 
 /// What the scenario delivered once, in order, must produce.
-pub fn assert_expected(ids: Ids, orders: &[Document], requests: &[Document]) {
-    let by_id = |id: ObjectId| {
+pub fn assert_expected(ids: &Ids, orders: &[Document], requests: &[Document]) {
+    let by_id = |id: &CustomerId| {
         orders
             .iter()
-            .find(|d| d.get_object_id("_id") == Ok(id))
+            .find(|d| has_id(d, id))
             .unwrap_or_else(|| panic!("{id} in {orders:?}"))
     };
-    let a = by_id(ids.a);
+    let a = by_id(&ids.a);
     assert_eq!(first_name(a), "A3");
     assert!(!a.contains_key("customerDeleted"), "re-created: {a}");
     assert_eq!(
@@ -117,17 +118,17 @@ pub fn assert_expected(ids: Ids, orders: &[Document], requests: &[Document]) {
         status_types(a, "g-2"),
         ["CREATED", "APPROVED", "PROCESSING"]
     );
-    let b = by_id(ids.b);
+    let b = by_id(&ids.b);
     assert_eq!(first_name(b), "B2");
     assert_eq!(b.get_bool("customerDeleted"), Ok(true));
     assert_eq!(b.get_array("orders").unwrap(), &Vec::<Bson>::new());
-    let c = by_id(ids.c);
+    let c = by_id(&ids.c);
     assert_eq!(c.get_bool("customerDeleted"), Ok(true));
     assert!(
         !c.contains_key("name"),
         "a placeholder, not a customer: {c}"
     );
-    let d = by_id(ids.d);
+    let d = by_id(&ids.d);
     assert_eq!(first_name(d), "D2", "{d}");
     assert_eq!(orders.len(), 4);
     assert_eq!(requests.len(), 2);
