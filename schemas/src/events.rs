@@ -57,7 +57,7 @@ pub struct PayloadError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerChangeEvent {
-    /// The customer id: the ObjectId as 24 hex digits.
+    /// The customer id: an ObjectId `_id` as its 24 hex digits, a string `_id` as itself.
     pub id: String,
     /// Name.
     pub name: Name,
@@ -99,7 +99,8 @@ pub struct FulfillmentRequestEvent {
     pub address: Address,
     /// The approved order.
     pub order: Order,
-    /// The customer id (ObjectId hex). Added by this pipeline; absent in the original.
+    /// The customer id, as in [`CustomerChangeEvent::id`]. Added by this pipeline; absent in the
+    /// original.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
 }
