@@ -570,6 +570,10 @@ impl StreamPipeline {
         } = self.mapper.map(&change);
         tracing::debug!(stream = %self.name, kind = ?change.kind, position = %change.position, has_document = change.full_document.is_some(), events = events.len(), defects = defects.len(), "change mapped");
         for event in events {
+            if event.once_per_id && self.already_published(&event.metadata.id).await? {
+                self.metrics.deduplicated(&event.topic);
+                continue;
+            }
             let size = event.payload.as_ref().map_or(0, Vec::len);
             if size > self.settings.max_event_bytes {
                 defects.push(Defect::too_large(
@@ -580,10 +584,6 @@ impl StreamPipeline {
                 continue;
             }
             if event.once_per_id {
-                if self.already_published(&event.metadata.id).await? {
-                    self.metrics.deduplicated(&event.topic);
-                    continue;
-                }
                 self.remember_once(&mut pending, &event.metadata.id);
             }
             self.metrics.published(&event.topic);

@@ -841,3 +841,62 @@ async fn a_bad_order_is_dead_lettered_once_and_never_blocks_its_customer() {
     );
     assert_eq!(letter.json()["guid"], "order-bad", "the body is the order");
 }
+
+/// A request already published is not dead-lettered when a later change would make it too large
+/// (nothing is kept back); a request too large from the start is, keyed by its order.
+#[tokio::test]
+async fn only_requests_kept_back_are_dead_lettered_as_too_large() {
+    let mut config = test_config();
+    config.new_topics.partitions = 1;
+    config.stream.max_event_bytes = 2_000;
+    let connector = start(&config).await;
+    let orders = collection(&config.sources.orders).await;
+    let approved = |guid: &str| {
+        order(
+            guid,
+            vec![status("CREATED", 1_000), status("APPROVED", 2_000)],
+        )
+    };
+    let id = ObjectId::new();
+    let mut document = customer(id, "Small");
+    document.insert("orders", vec![approved("order-small")]);
+    orders.insert_one(document).await.unwrap();
+    let mut reader = TopicReader::new(&[
+        &config.topics.fulfillment_request,
+        &config.stream.dead_letter_topic,
+    ]);
+    reader
+        .read_until(DEADLINE, "the request", |r| !r.is_empty())
+        .await;
+    // The shipping address grows past the limit while the order is still APPROVED.
+    orders
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "addresses.0.description": "x".repeat(3_000) } },
+        )
+        .await
+        .unwrap();
+    let sentinel = ObjectId::new();
+    let mut document = customer(sentinel, &"y".repeat(3_000));
+    document.insert("orders", vec![approved("order-large")]);
+    orders.insert_one(document).await.unwrap();
+    let records = reader
+        .read_until(DEADLINE, "the large order's dead letter", |r| {
+            r.iter().any(|r| r.key.as_deref() == Some("order-large"))
+        })
+        .await
+        .to_vec();
+    connector.stop().await;
+    let summary: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.topic.as_str(), r.key.as_deref().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (config.topics.fulfillment_request.as_str(), "order-small"),
+            (config.stream.dead_letter_topic.as_str(), "order-large"),
+        ]
+    );
+    assert!(records[1].header("dlq_reason").contains("max_event_bytes"));
+}

@@ -210,11 +210,15 @@ impl Defect {
             "event for topic {} is {size} bytes, more than stream.max_event_bytes ({limit})",
             event.topic
         );
+        let keyed_by_order = matches!(
+            event.metadata.event_type,
+            EventType::FulfillmentRequested | EventType::OrderStatusChanged
+        );
         Self {
             id: deterministic_id(DEFECT_ID_KIND, &[&event.metadata.id, "too large"]),
             field: String::new(),
             reason,
-            order_guid: None,
+            order_guid: keyed_by_order.then(|| event.key.clone()),
             entry: None,
             blocked_event: None,
         }
