@@ -360,13 +360,27 @@ async fn the_corpus_flows_end_to_end_and_the_projections_equal_what_it_specifies
     // The customer with bad orders keeps getting requests for its new ones, and a bad order
     // gets its request once repaired.
     let bad_luck = mongodb::bson::oid::ObjectId::parse_str("5b4ea1b8a3c8a7c6d4f1e303").unwrap();
+    // A new order: created, then approved by a partial update, as the Orders application does.
+    let mut created = approved_order(
+        "6a2b1c4d-0003-4000-8000-00000000000c",
+        Bson::Decimal128("3.99".parse().unwrap()),
+    );
+    let approval = created
+        .get_array_mut("orderStatusEvents")
+        .unwrap()
+        .pop()
+        .unwrap();
     orders
         .update_one(
             doc! { "_id": bad_luck },
-            doc! { "$push": { "orders": approved_order(
-                "6a2b1c4d-0003-4000-8000-00000000000c",
-                Bson::Decimal128("3.99".parse().unwrap()),
-            ) } },
+            doc! { "$push": { "orders": created } },
+        )
+        .await
+        .unwrap();
+    orders
+        .update_one(
+            doc! { "_id": bad_luck, "orders.guid": "6a2b1c4d-0003-4000-8000-00000000000c" },
+            doc! { "$push": { "orders.$.orderStatusEvents": approval } },
         )
         .await
         .unwrap();
