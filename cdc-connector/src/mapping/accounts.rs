@@ -29,7 +29,7 @@ use storefront_schemas::metadata::{EventType, event_id};
 
 use super::{
     ChangeKind, ChangeMapper, Defect, Mapped, OutboundEvent, SourceChange, customer_id, entries,
-    outbound, post_image, read_entry, required,
+    or_change_defect, outbound, post_image, read_entry, required,
 };
 
 /// Maps changes of the Accounts customers collection.
@@ -68,27 +68,28 @@ impl AccountsMapper {
 
 impl ChangeMapper for AccountsMapper {
     fn map(&self, change: &SourceChange) -> Mapped {
+        or_change_defect(change, self.map_customer(change))
+    }
+}
+
+impl AccountsMapper {
+    fn map_customer(&self, change: &SourceChange) -> Result<Mapped, DocumentError> {
         if change.kind == ChangeKind::Delete {
             // Only the key survives a delete; the tombstone tells compaction and the projection
             // that the customer is gone.
-            return match CustomerId::from_bson(&change.document_id) {
-                Ok(id) => Mapped {
-                    events: vec![self.event(change, EventType::CustomerDeleted, id.key(), None)],
-                    defects: Vec::new(),
-                },
-                Err(reason) => Mapped::defect(Defect::of_change(
-                    change,
-                    DocumentError::InvalidField {
-                        field: "_id".to_owned(),
-                        reason,
-                    },
-                )),
-            };
+            let id = CustomerId::from_bson(&change.document_id).map_err(|reason| {
+                DocumentError::InvalidField {
+                    field: "_id".to_owned(),
+                    reason,
+                }
+            })?;
+            return Ok(Mapped {
+                events: vec![self.event(change, EventType::CustomerDeleted, id.key(), None)],
+                defects: Vec::new(),
+            });
         }
-        let document = match post_image(change) {
-            Ok(Some(document)) => document,
-            Ok(None) => return Mapped::default(),
-            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
+        let Some(document) = post_image(change)? else {
+            return Ok(Mapped::default());
         };
         let mut defects = Vec::new();
         // Defects that stop the change; entry defects only leave their entry out.
@@ -121,10 +122,10 @@ impl ChangeMapper for AccountsMapper {
                         .into_iter()
                         .map(|error| Defect::of_change(change, error)),
                 );
-                return Mapped {
+                return Ok(Mapped {
                     events: Vec::new(),
                     defects,
-                };
+                });
             }
         };
         let payload = CustomerChangeEvent {
@@ -133,7 +134,7 @@ impl ChangeMapper for AccountsMapper {
             contact,
             addresses,
         };
-        Mapped {
+        Ok(Mapped {
             events: vec![self.event(
                 change,
                 CustomerChangeEvent::EVENT_TYPE,
@@ -141,7 +142,7 @@ impl ChangeMapper for AccountsMapper {
                 Some(payload.to_json()),
             )],
             defects,
-        }
+        })
     }
 }
 

@@ -36,9 +36,11 @@ use storefront_schemas::documents::{DocumentError, OrderStatusEvent, OrderStatus
 use storefront_schemas::events::{EventPayload, OrderStatusChangeEvent};
 use storefront_schemas::metadata::event_id;
 
+use mongodb::bson::RawBsonRef;
+
 use super::{
-    ChangeMapper, Defect, Mapped, SourceChange, entries, field, outbound, post_image, read_entry,
-    require_guid, wrong_type,
+    ChangeMapper, Defect, Mapped, SourceChange, entries, or_change_defect, outbound, post_image,
+    read_entry, require_guid, required_value,
 };
 
 /// Maps changes of the Fulfillment collection.
@@ -58,48 +60,20 @@ impl FulfillmentMapper {
 
 impl ChangeMapper for FulfillmentMapper {
     fn map(&self, change: &SourceChange) -> Mapped {
-        use mongodb::bson::RawBsonRef;
+        or_change_defect(change, self.map_request(change))
+    }
+}
+
+impl FulfillmentMapper {
+    fn map_request(&self, change: &SourceChange) -> Result<Mapped, DocumentError> {
         // A deleted request has no status to report.
-        let document = match post_image(change) {
-            Ok(Some(document)) => document,
-            Ok(None) => return Mapped::default(),
-            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
+        let Some(document) = post_image(change)? else {
+            return Ok(Mapped::default());
         };
-        let order = match field(document, "", "order") {
-            Ok(Some(RawBsonRef::Document(order))) => order,
-            Ok(Some(other)) => {
-                let error = wrong_type("order", "an object", other);
-                return Mapped::defect(Defect::of_change(change, error));
-            }
-            Ok(None) => {
-                let error = DocumentError::MissingField {
-                    field: "order".to_owned(),
-                };
-                return Mapped::defect(Defect::of_change(change, error));
-            }
-            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
-        };
-        let guid = match field(order, "order", "guid") {
-            Ok(Some(RawBsonRef::String(guid))) => guid,
-            Ok(Some(other)) => {
-                let error = wrong_type("order.guid", "a string", other);
-                return Mapped::defect(Defect::of_change(change, error));
-            }
-            Ok(None) => {
-                let error = DocumentError::MissingField {
-                    field: "order.guid".to_owned(),
-                };
-                return Mapped::defect(Defect::of_change(change, error));
-            }
-            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
-        };
-        if let Err(error) = require_guid(guid, "order.guid") {
-            return Mapped::defect(Defect::of_change(change, error));
-        }
-        let history = match entries(order, "order", "orderStatusEvents") {
-            Ok(history) => history,
-            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
-        };
+        let order = required_value(document, "", "order", "an object", RawBsonRef::as_document)?;
+        let guid = required_value(order, "order", "guid", "a string", RawBsonRef::as_str)?;
+        require_guid(guid, "order.guid")?;
+        let history = entries(order, "order", "orderStatusEvents")?;
         let mut mapped = Mapped::default();
         let mut statuses = Vec::new();
         for (path, entry) in history {
@@ -120,16 +94,15 @@ impl ChangeMapper for FulfillmentMapper {
         }
         let Some(status) = OrderStatusEvent::current(&statuses) else {
             if mapped.defects.is_empty() {
-                let error = DocumentError::InvalidField {
+                return Err(DocumentError::InvalidField {
                     field: "order.orderStatusEvents".to_owned(),
                     reason: format!("order {guid} has no status"),
-                };
-                mapped.defects.push(Defect::of_change(change, error));
+                });
             }
-            return mapped;
+            return Ok(mapped);
         };
         if status.order_status_type == OrderStatusType::Approved {
-            return mapped;
+            return Ok(mapped);
         }
         let id = event_id(
             OrderStatusChangeEvent::EVENT_TYPE,
@@ -152,7 +125,7 @@ impl ChangeMapper for FulfillmentMapper {
             Some(payload.to_json()),
             true,
         ));
-        mapped
+        Ok(mapped)
     }
 }
 

@@ -372,18 +372,34 @@ fn field<'a>(
     }
 }
 
+/// Required field `key` of `document` (at `path`), which `pick` accepts (`expected` names what
+/// it accepts, for the error).
+fn required_value<'a, T>(
+    document: &'a RawDocument,
+    path: &str,
+    key: &str,
+    expected: &str,
+    pick: impl FnOnce(RawBsonRef<'a>) -> Option<T>,
+) -> Result<T, DocumentError> {
+    let at = join(path, key);
+    let value =
+        field(document, path, key)?.ok_or(DocumentError::MissingField { field: at.clone() })?;
+    pick(value).ok_or_else(|| wrong_type(&at, expected, value))
+}
+
 /// Required sub-document `key` of `document`, read as `T`.
 fn required<T: serde::de::DeserializeOwned>(
     document: &RawDocument,
     path: &str,
     key: &str,
 ) -> Result<T, DocumentError> {
-    let at = join(path, key);
-    match field(document, path, key)? {
-        Some(RawBsonRef::Document(value)) => read(value, &at),
-        Some(other) => Err(wrong_type(&at, "an object", other)),
-        None => Err(DocumentError::MissingField { field: at }),
-    }
+    let value = required_value(document, path, key, "an object", RawBsonRef::as_document)?;
+    read(value, &join(path, key))
+}
+
+/// The mapping of a change whose change-level error, if any, becomes its one defect.
+fn or_change_defect(change: &SourceChange, mapped: Result<Mapped, DocumentError>) -> Mapped {
+    mapped.unwrap_or_else(|error| Mapped::defect(Defect::of_change(change, error)))
 }
 
 /// The entries of list `key` of `document` with their paths; a list stored as `null` or left out
@@ -443,14 +459,8 @@ fn wrong_type(path: &str, expected: &str, found: RawBsonRef<'_>) -> DocumentErro
 
 /// The customer id in `_id` of `document`.
 fn customer_id(document: &RawDocument) -> Result<CustomerId, DocumentError> {
-    let Some(value) = field(document, "", "_id")? else {
-        return Err(DocumentError::MissingField {
-            field: "_id".to_owned(),
-        });
-    };
-    let value = Bson::try_from(value.to_raw_bson()).map_err(|e| DocumentError::InvalidField {
-        field: "_id".to_owned(),
-        reason: e.to_string(),
+    let value = required_value(document, "", "_id", "an objectId or a string", |value| {
+        Bson::try_from(value.to_raw_bson()).ok()
     })?;
     CustomerId::from_bson(&value).map_err(|reason| DocumentError::InvalidField {
         field: "_id".to_owned(),

@@ -42,8 +42,8 @@ use storefront_schemas::events::{EventPayload, FulfillmentRequestEvent};
 use storefront_schemas::metadata::event_id;
 
 use super::{
-    ChangeMapper, Defect, Mapped, SourceChange, customer_id, entries, outbound, post_image,
-    read_entry, require_guid, required, text,
+    ChangeMapper, Defect, Mapped, SourceChange, customer_id, entries, or_change_defect, outbound,
+    post_image, read_entry, require_guid, required, text,
 };
 
 /// Maps changes of the Orders collection.
@@ -63,17 +63,18 @@ impl OrdersMapper {
 
 impl ChangeMapper for OrdersMapper {
     fn map(&self, change: &SourceChange) -> Mapped {
+        or_change_defect(change, self.map_orders(change))
+    }
+}
+
+impl OrdersMapper {
+    fn map_orders(&self, change: &SourceChange) -> Result<Mapped, DocumentError> {
         // A deleted order history requests nothing: fulfillment of what was already requested
         // goes on, and nothing new can be approved in a document that is gone.
-        let document = match post_image(change) {
-            Ok(Some(document)) => document,
-            Ok(None) => return Mapped::default(),
-            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
+        let Some(document) = post_image(change)? else {
+            return Ok(Mapped::default());
         };
-        let orders = match entries(document, "", "orders") {
-            Ok(orders) => orders,
-            Err(error) => return Mapped::defect(Defect::of_change(change, error)),
-        };
+        let orders = entries(document, "", "orders")?;
         let mut mapped = Mapped::default();
         let mut approved = Vec::new();
         for (path, entry) in orders {
@@ -100,7 +101,7 @@ impl ChangeMapper for OrdersMapper {
             }
         }
         if approved.is_empty() {
-            return mapped;
+            return Ok(mapped);
         }
         match Customer::read(document) {
             Ok(customer) => {
@@ -141,7 +142,7 @@ impl ChangeMapper for OrdersMapper {
                 }
             }
         }
-        mapped
+        Ok(mapped)
     }
 }
 
