@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use storefront_plumbing::config::Validate;
 use storefront_plumbing::settings::{HttpSettings, KafkaSettings, LogSettings, MongoSettings};
 use storefront_plumbing::topics::NewTopicSettings;
+use storefront_schemas::sensitive::{Redaction, SensitiveFields};
 use storefront_schemas::topology::{
     Namespace, StorefrontNamespaces, StorefrontTopics, topic_name_problem,
 };
@@ -45,6 +46,12 @@ pub struct ConnectorConfig {
     /// Where resume tokens and the once-per-id ledger are kept.
     #[serde(default)]
     pub checkpoints: CheckpointSettings,
+    /// Fields whose values never leave their source, beyond the contract's (`creditCards` of
+    /// `customer.accounts`, always sensitive): dotted paths per source, such as
+    /// `accounts = ["contact.email"]`. Their values are replaced by a marker as each document is
+    /// read, so no event, dead letter, header, log line or error carries them.
+    #[serde(default)]
+    pub sensitive: SensitiveFields,
 }
 
 /// How each change stream starts, resumes and paces itself.
@@ -128,6 +135,17 @@ impl WatchedSource {
         WatchedSource::Fulfillment,
     ];
 
+    /// The redaction of this source's documents: the contract's sensitive fields and `extra`.
+    pub fn redaction(self, extra: &SensitiveFields) -> Redaction {
+        let contract = SensitiveFields::contract();
+        let pick = |fields: &SensitiveFields| match self {
+            WatchedSource::Accounts => fields.accounts.clone(),
+            WatchedSource::Orders => fields.orders.clone(),
+            WatchedSource::Fulfillment => fields.fulfillment.clone(),
+        };
+        Redaction::new(pick(&contract).iter().chain(pick(extra).iter()))
+    }
+
     /// The namespace of this source in `sources`.
     pub fn namespace(self, sources: &StorefrontNamespaces) -> &Namespace {
         match self {
@@ -202,6 +220,7 @@ impl Default for ConnectorConfig {
             new_topics: NewTopicSettings::default(),
             stream: StreamSettings::default(),
             checkpoints: CheckpointSettings::default(),
+            sensitive: SensitiveFields::default(),
         }
     }
 }
@@ -214,6 +233,7 @@ impl Validate for ConnectorConfig {
         self.log.validate("log", problems);
         problems.extend(self.sources.problems("sources"));
         problems.extend(self.topics.problems("topics"));
+        problems.extend(self.sensitive.problems("sensitive"));
         self.new_topics.validate("new_topics", problems);
         if self.stream.watch.is_empty() {
             problems.push("stream.watch must name at least one source".into());

@@ -37,6 +37,7 @@ use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
 use storefront_plumbing::telemetry::{ComponentState, TelemetryError};
 use storefront_plumbing::topics::{self, TopicRequirement};
+use storefront_schemas::sensitive::Redaction;
 use storefront_schemas::topology::Namespace;
 
 use crate::checkpoint::CheckpointStore;
@@ -113,6 +114,12 @@ async fn work(
         .iter()
         .map(|source| source.namespace(&config.sources).clone())
         .collect();
+    let redactions: Vec<Redaction> = config
+        .stream
+        .watch
+        .iter()
+        .map(|source| source.redaction(&config.sensitive))
+        .collect();
     let watched: Vec<String> = namespaces.iter().map(Namespace::to_string).collect();
     tracing::info!(
         watched = ?watched,
@@ -157,7 +164,10 @@ async fn work(
     // while a stream is still opening.
     let pipelines: Vec<StreamPipeline> = namespaces
         .into_iter()
-        .map(|namespace| StreamPipeline::new(namespace, stream_context.clone()))
+        .zip(redactions)
+        .map(|(namespace, redaction)| {
+            StreamPipeline::new(namespace, redaction, stream_context.clone())
+        })
         .collect();
     let mut streams = tokio::task::JoinSet::new();
     for pipeline in pipelines {

@@ -23,6 +23,9 @@
 //!   checkpointing past it.
 //! - **Lost history.** A resume token the server no longer accepts stops the stream with an error
 //!   naming it and the remedy, or (policy `resnapshot`) snapshots the collection again.
+//! - **Sensitive data stays home.** Every document (streamed or snapshotted) is redacted by the
+//!   source's [`Redaction`] as it is read, before the mapper, the publisher, a dead letter or a
+//!   log line sees it.
 //! - **No gap after a snapshot.** The stream is opened (at the current cluster time when the server
 //!   reports one) *before* the collection is read, so every change after the snapshot's start is
 //!   streamed; changes during the snapshot may appear twice, which is harmless.
@@ -31,6 +34,7 @@
 //! reports no post-batch token, before its first change), nothing is saved, and a restart
 //! snapshots again rather than risk a gap.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +48,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::DeliveryFuture;
 use storefront_plumbing::telemetry::{ComponentState, Health};
 use storefront_schemas::metadata::SourcePosition;
+use storefront_schemas::sensitive::Redaction;
 use storefront_schemas::topology::Namespace;
 use tokio_util::sync::CancellationToken;
 
@@ -166,6 +171,8 @@ pub struct StreamPipeline {
     /// change revealing the same fact is dropped before the ledger knows it.
     published_once: HashSet<String>,
     metrics: StreamMetrics,
+    /// Applied to every document as it is read, before anything else sees it.
+    redaction: Redaction,
 }
 
 impl std::fmt::Debug for StreamPipeline {
@@ -213,7 +220,7 @@ enum Start {
 impl StreamPipeline {
     /// A pipeline for `namespace`; its checkpoint is named after the namespace. It shows as
     /// `starting` in `/health` from here until its stream is open.
-    pub fn new(namespace: Namespace, context: StreamContext) -> Self {
+    pub fn new(namespace: Namespace, redaction: Redaction, context: StreamContext) -> Self {
         context
             .health
             .set(&component_name(&namespace), ComponentState::Starting);
@@ -239,6 +246,7 @@ impl StreamPipeline {
             published_once: HashSet::new(),
             metrics: StreamMetrics::new(&namespace),
             namespace,
+            redaction,
         }
     }
 
@@ -410,7 +418,7 @@ impl StreamPipeline {
                 namespace: self.namespace.clone(),
                 kind: ChangeKind::Snapshot,
                 document_id: raw_id(&document).unwrap_or(Bson::Null),
-                full_document: Some(document),
+                full_document: Some(self.redacted(document)),
                 position,
                 time_ms: now_ms(),
             };
@@ -544,11 +552,20 @@ impl StreamPipeline {
             namespace: self.namespace.clone(),
             kind,
             document_id,
-            full_document: event.full_document,
+            full_document: event.full_document.map(|document| self.redacted(document)),
             position,
             time_ms,
         };
         self.publish_change(change, Some(event.id)).await
+    }
+
+    /// `document` with its sensitive values replaced by markers (the same buffer when it has
+    /// none).
+    fn redacted(&self, document: RawDocumentBuf) -> RawDocumentBuf {
+        match self.redaction.apply(&document) {
+            Cow::Borrowed(_) => document,
+            Cow::Owned(redacted) => redacted,
+        }
     }
 
     /// Maps `change` and enqueues its records and dead letters as one in-flight entry.

@@ -5,6 +5,7 @@
 //! - [`events`]: the event payloads (the record bodies) and their JSON Schemas.
 //! - [`metadata`]: event metadata (deterministic ids, source positions) and its CloudEvents
 //!   Kafka headers.
+//! - [`sensitive`]: the fields that never leave their source, and their redaction.
 //! - [`topology`]: source/target namespaces and the event topics, with the defaults of
 //!   `shared/design/domain.md`.
 
@@ -13,4 +14,5 @@
 pub mod documents;
 pub mod events;
 pub mod metadata;
+pub mod sensitive;
 pub mod topology;

@@ -9,129 +9,18 @@
 //! defect dead-lettered exactly once.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use cdc_connector::config::{CheckpointSettings, ConnectorConfig, StreamSettings};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Collection, Database};
-use projectors::config::{ApplySettings, ProjectionTargets, Projector, ProjectorsConfig};
-use storefront_plumbing::settings::{HttpSettings, LogSettings};
 use storefront_schemas::documents::CustomerId;
 use storefront_schemas::metadata::EventType;
-use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
+use storefront_schemas::topology::Namespace;
 use storefront_tests::corpus::{self, Case};
-use storefront_tests::{Record, TopicReader, eventually, stack, unique, until_healthy};
+use storefront_tests::{Record, TopicReader, eventually, stack};
 
-const DEADLINE: Duration = Duration::from_secs(90);
+mod pipeline;
 
-struct Pipeline {
-    connector: cdc_connector::RunningConnector,
-    projectors: projectors::RunningProjectors,
-    stop_connector: tokio::sync::oneshot::Sender<()>,
-    stop_projectors: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Pipeline {
-    async fn start(connector: &ConnectorConfig, projectors: &ProjectorsConfig) -> Self {
-        let (stop_connector, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running_connector = cdc_connector::start(connector.clone(), async move {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-        until_healthy(running_connector.http_addr).await;
-        let (stop_projectors, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running_projectors = projectors::start(
-            projectors.clone(),
-            vec![Projector::Orders, Projector::Fulfillment],
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .unwrap();
-        until_healthy(running_projectors.http_addr).await;
-        Self {
-            connector: running_connector,
-            projectors: running_projectors,
-            stop_connector,
-            stop_projectors,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop_connector.send(());
-        let _ = self.stop_projectors.send(());
-        tokio::time::timeout(DEADLINE, self.connector.wait())
-            .await
-            .expect("the connector stops before the deadline")
-            .unwrap();
-        tokio::time::timeout(DEADLINE, self.projectors.wait())
-            .await
-            .expect("the projectors stop before the deadline")
-            .unwrap();
-    }
-}
-
-fn configs() -> (ConnectorConfig, ProjectorsConfig) {
-    let sources = StorefrontNamespaces {
-        accounts: Namespace::new(unique("accounts"), "customer.accounts"),
-        orders: Namespace::new(unique("orders"), "customer.orders"),
-        fulfillment: Namespace::new(unique("fulfillment"), "fulfillment.requests"),
-    };
-    let topics = StorefrontTopics {
-        customer_change: unique("customer"),
-        fulfillment_request: unique("fulfill"),
-        order_status_change: unique("status"),
-    };
-    let log = LogSettings {
-        filter: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        ..LogSettings::default()
-    };
-    let mut connector = ConnectorConfig {
-        mongo: stack().mongo_settings(),
-        kafka: stack().kafka_settings(),
-        http: HttpSettings::on_port(0),
-        log: log.clone(),
-        sources: sources.clone(),
-        topics: topics.clone(),
-        stream: StreamSettings {
-            idle_poll_max_ms: 50,
-            dead_letter_topic: unique("connector_dead"),
-            ..StreamSettings::default()
-        },
-        checkpoints: CheckpointSettings {
-            database: unique("cdc_state"),
-            interval_ms: 50,
-            ..CheckpointSettings::default()
-        },
-        ..ConnectorConfig::default()
-    };
-    // One partition per topic, so a sentinel is read only after everything published before it.
-    connector.new_topics.partitions = 1;
-    let mut projectors = ProjectorsConfig {
-        consumer_group_prefix: unique("projectors"),
-        mongo: stack().mongo_settings(),
-        kafka: stack().kafka_settings(),
-        http: HttpSettings::on_port(0),
-        log,
-        topics,
-        targets: ProjectionTargets {
-            orders: sources.orders,
-            fulfillment: sources.fulfillment,
-        },
-        apply: ApplySettings {
-            batch_wait_ms: 5,
-            commit_interval_ms: 50,
-            retry_initial_ms: 20,
-            dead_letter_topic: unique("projectors_dead"),
-            ..ApplySettings::default()
-        },
-        ..ProjectorsConfig::default()
-    };
-    projectors.new_topics.partitions = 1;
-    (connector, projectors)
-}
+use pipeline::{DEADLINE, Pipeline, configs};
 
 async fn collection(namespace: &Namespace) -> Collection<Document> {
     database(namespace).await.collection(&namespace.collection)
