@@ -10,7 +10,7 @@
 //! Pure functions with no I/O. A record is poison when applying it could only be wrong: it has no
 //! valid CloudEvents headers, an event type the topic does not carry, a body that is not JSON or
 //! not the payload, or a payload that breaks the contract the projections (and the no-loop rules
-//! of `shared/design/domain.md`) rely on:
+//! of `docs/domain.md`) rely on:
 //! - the record key is the aggregate id (per-key order is what keeps one customer's or one
 //!   order's events in sequence, so a mismatched key would break it);
 //! - a customer id is not empty: an ObjectId in hex or a string, which Spring's rule

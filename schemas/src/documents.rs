@@ -1,5 +1,5 @@
 //! The source documents of the three collections, typed, with the field names the original
-//! services store (`shared/design/domain.md`).
+//! services store (`docs/domain.md`).
 //!
 //! Reading rules, the same for every document:
 //! - **Extra fields are ignored.** Applications may add fields; a mapper reads only what the

@@ -1,7 +1,7 @@
 //! Event payloads: the JSON bodies of the records on the event topics.
 //!
 //! Field names are the original services', so a consumer written for the original topics reads
-//! ours; fields may be added, never renamed or removed (`shared/design/domain.md`). Metadata
+//! ours; fields may be added, never renamed or removed (`docs/domain.md`). Metadata
 //! (id, type, position) travels in headers, see [`crate::metadata`].
 //!
 //! Guarantees:

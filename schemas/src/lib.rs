@@ -7,7 +7,7 @@
 //!   Kafka headers.
 //! - [`sensitive`]: the fields that never leave their source, and their redaction.
 //! - [`topology`]: source/target namespaces and the event topics, with the defaults of
-//!   `shared/design/domain.md`.
+//!   `docs/domain.md`.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
