@@ -778,17 +778,23 @@ async fn a_bad_order_is_dead_lettered_once_and_never_blocks_its_customer() {
         )
         .await
         .unwrap();
-    // Sentinel: another customer with a bad order of its own; its dead letter comes last.
+    // Sentinels, one per topic (records of two topics may arrive in any order): another
+    // customer with a good order (its request comes last) and a bad one (its dead letter
+    // comes last).
     let sentinel = ObjectId::new();
     let mut document = customer(sentinel, "Sentinel");
     document.insert(
         "orders",
-        vec![priced("sentinel-bad", mongodb::bson::Bson::Boolean(true))],
+        vec![
+            priced("sentinel-good", "3.99".into()),
+            priced("sentinel-bad", mongodb::bson::Bson::Boolean(true)),
+        ],
     );
     orders.insert_one(document).await.unwrap();
     let records = reader
-        .read_until(DEADLINE, "the sentinel's dead letter", |r| {
-            r.iter().any(|r| r.key.as_deref() == Some("sentinel-bad"))
+        .read_until(DEADLINE, "both sentinels", |r| {
+            let seen = |key: &str| r.iter().any(|r| r.key.as_deref() == Some(key));
+            seen("sentinel-good") && seen("sentinel-bad")
         })
         .await
         .to_vec();
@@ -800,12 +806,19 @@ async fn a_bad_order_is_dead_lettered_once_and_never_blocks_its_customer() {
         .collect();
     assert_eq!(
         keys(&requests.iter().map(|r| (*r).clone()).collect::<Vec<_>>()),
-        ["order-string", "order-decimal", "order-bad"]
+        [
+            "order-string",
+            "order-decimal",
+            "order-bad",
+            "sentinel-good"
+        ]
     );
     for request in &requests {
         // Every stored shape is the JSON number 3.99 in the event, whatever BSON type held it.
         let body = String::from_utf8(request.payload.clone().unwrap()).unwrap();
         assert!(body.contains(r#""price":3.99"#), "{body}");
+    }
+    for request in &requests[..3] {
         assert_eq!(request.json()["customerId"], id.to_hex());
     }
     let letters: Vec<&Record> = records
@@ -880,23 +893,34 @@ async fn only_requests_kept_back_are_dead_lettered_as_too_large() {
     let mut document = customer(sentinel, &"y".repeat(3_000));
     document.insert("orders", vec![approved("order-large")]);
     orders.insert_one(document).await.unwrap();
+    // A request sentinel too: records of two topics may arrive in any order.
+    let last = ObjectId::new();
+    let mut document = customer(last, "Last");
+    document.insert("orders", vec![approved("order-last")]);
+    orders.insert_one(document).await.unwrap();
     let records = reader
-        .read_until(DEADLINE, "the large order's dead letter", |r| {
-            r.iter().any(|r| r.key.as_deref() == Some("order-large"))
+        .read_until(DEADLINE, "both sentinels", |r| {
+            let seen = |key: &str| r.iter().any(|r| r.key.as_deref() == Some(key));
+            seen("order-large") && seen("order-last")
         })
         .await
         .to_vec();
     connector.stop().await;
-    let summary: Vec<(&str, &str)> = records
-        .iter()
-        .map(|r| (r.topic.as_str(), r.key.as_deref().unwrap_or_default()))
-        .collect();
+    let on = |topic: &str| -> Vec<&str> {
+        records
+            .iter()
+            .filter(|r| r.topic == topic)
+            .map(|r| r.key.as_deref().unwrap_or_default())
+            .collect()
+    };
     assert_eq!(
-        summary,
-        [
-            (config.topics.fulfillment_request.as_str(), "order-small"),
-            (config.stream.dead_letter_topic.as_str(), "order-large"),
-        ]
+        on(&config.topics.fulfillment_request),
+        ["order-small", "order-last"]
     );
-    assert!(records[1].header("dlq_reason").contains("max_event_bytes"));
+    assert_eq!(on(&config.stream.dead_letter_topic), ["order-large"]);
+    let letter = records
+        .iter()
+        .find(|r| r.topic == config.stream.dead_letter_topic)
+        .unwrap();
+    assert!(letter.header("dlq_reason").contains("max_event_bytes"));
 }
