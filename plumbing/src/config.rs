@@ -6,6 +6,11 @@
 //! `kafka.bootstrap_servers`. Unknown keys are errors in every layer, so a typo never silently
 //! falls back to a default. After loading, [`Validate`] collects every problem at once so an
 //! operator fixes a config in one pass.
+//!
+//! Environment values are parsed like TOML values (`10` is a number, `true` a boolean, `[a]` an
+//! array, `"x"` loses its quotes), except for keys ending in `password`, such as
+//! `CDC_CONNECTOR_KAFKA__SASL_PASSWORD`: a secret is taken exactly as written, so `0123` or
+//! `"p@ss"` reach the client unchanged.
 
 use std::path::{Path, PathBuf};
 
@@ -80,10 +85,19 @@ where
         })?;
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment
-        // `<PREFIX>CONFIG` names the file itself (read by the CLI), not a key.
-        .merge(Env::prefixed(env_prefix).split("__").ignore(&["config"]))
-        .merge(overrides.figment);
+    // `<PREFIX>CONFIG` names the file itself (read by the CLI), not a key.
+    let env = Env::prefixed(env_prefix).split("__").ignore(&["config"]);
+    let verbatim: Vec<(String, String)> = env
+        .clone()
+        .filter(|key| is_verbatim_key(key.as_str()))
+        .iter()
+        .map(|(key, value)| (key.as_str().to_owned(), value))
+        .collect();
+    figment = figment.merge(env.filter(|key| !is_verbatim_key(key.as_str())));
+    for (key, value) in verbatim {
+        figment = figment.merge(Serialized::global(&key, value));
+    }
+    figment = figment.merge(overrides.figment);
     let config: T = figment
         .extract()
         .map_err(|error| ConfigError::Parse(describe(error)))?;
@@ -94,6 +108,14 @@ where
     } else {
         Err(ConfigError::Invalid(problems))
     }
+}
+
+/// Whether the environment value of `key` (dotted, any case) is taken verbatim rather than parsed:
+/// secrets, whose every character counts.
+fn is_verbatim_key(key: &str) -> bool {
+    key.rsplit('.')
+        .next()
+        .is_some_and(|last| last.to_ascii_lowercase().ends_with("password"))
 }
 
 /// Joins a section path and a key for messages: `("kafka", "acks")` -> `kafka.acks`.
@@ -198,6 +220,71 @@ mod tests {
             assert_eq!(flagged.inner.name, "flag");
             Ok(())
         });
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WithKafka {
+        #[serde(default)]
+        kafka: crate::settings::KafkaSettings,
+    }
+
+    impl Validate for WithKafka {
+        fn validate(&self, _path: &str, problems: &mut Vec<String>) {
+            self.kafka.validate("kafka", problems);
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+    fn kafka_credentials_come_from_the_environment_with_passwords_verbatim() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[kafka]\nbootstrap_servers = \"broker:9094\"\nsasl_password = \"from-file\"\n",
+            )?;
+            jail.set_env("PLUMBING_TEST_H_KAFKA__SECURITY_PROTOCOL", "SASL_SSL");
+            jail.set_env("PLUMBING_TEST_H_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512");
+            jail.set_env("PLUMBING_TEST_H_KAFKA__SASL_USERNAME", "storefront");
+            let path = Path::new("config.toml");
+            let load_kafka = || {
+                load::<WithKafka>(Some(path), "PLUMBING_TEST_H_", Overrides::default())
+                    .map(|loaded| loaded.kafka)
+                    .map_err(|e| e.to_string())
+            };
+            // The file's password, unless the environment has one.
+            let kafka = load_kafka()?;
+            assert_eq!(kafka.sasl_password.as_deref(), Some("from-file"));
+            assert_eq!(kafka.sasl_username.as_deref(), Some("storefront"));
+            assert_eq!(kafka.client_properties()["security.protocol"], "SASL_SSL");
+            // Values a TOML-like parse would turn into a number, a boolean, an array or an
+            // unquoted string arrive exactly as written.
+            for password in [
+                "0123",
+                "true",
+                "[x, y]",
+                "\"quoted\"",
+                " spaced ",
+                "1.50",
+                "a=b;c",
+            ] {
+                jail.set_env("PLUMBING_TEST_H_KAFKA__SASL_PASSWORD", password);
+                jail.set_env("PLUMBING_TEST_H_KAFKA__SSL_KEY_PASSWORD", password);
+                let kafka = load_kafka()?;
+                assert_eq!(kafka.sasl_password.as_deref(), Some(password));
+                assert_eq!(kafka.ssl_key_password.as_deref(), Some(password));
+                assert_eq!(kafka.client_properties()["sasl.password"], password);
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn only_password_keys_are_taken_verbatim() {
+        assert!(is_verbatim_key("kafka.sasl_password"));
+        assert!(is_verbatim_key("KAFKA.SSL_KEY_PASSWORD"));
+        assert!(!is_verbatim_key("kafka.sasl_username"));
+        assert!(!is_verbatim_key("password.section.port"));
     }
 
     #[test]

@@ -54,6 +54,11 @@ impl ProcessContext {
 
     /// Waits until the Kafka brokers answer, retrying; `Ok(None)` if shut down first.
     /// Health component `kafka` is `starting` until they do.
+    ///
+    /// Refused credentials are not retried: the first refused SASL login returns
+    /// [`KafkaSetupError::Authentication`] (within a fraction of a second of the broker's answer),
+    /// so a process with a wrong password exits at once with an error naming the user and broker
+    /// (never the password) instead of waiting forever.
     pub async fn await_kafka(
         &self,
         settings: &KafkaSettings,
@@ -67,7 +72,11 @@ impl ProcessContext {
             KafkaSetupError::is_retryable,
             || kafka::broker_count(settings, client_id, Duration::from_secs(10)),
         )
-        .await?;
+        .await
+        .inspect_err(|error| {
+            self.health
+                .set("kafka", ComponentState::Failing(error.to_string()));
+        })?;
         Ok(answered.map(|brokers| {
             tracing::info!(brokers, "kafka reachable");
             self.health.set("kafka", ComponentState::Ready);

@@ -61,13 +61,39 @@ impl Validate for MongoSettings {
 }
 
 /// How to reach Kafka.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Authentication and encryption take the named fields below (`security_protocol`, `sasl_*`,
+/// `ssl_key_password`), which can all come from the config file or from environment variables
+/// such as `CDC_CONNECTOR_KAFKA__SASL_PASSWORD`; anything else librdkafka knows goes in
+/// `properties` (for example `ssl.ca.location`). `docs/authentication.md` has examples.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list of brokers to bootstrap from.
     pub bootstrap_servers: String,
-    /// Extra librdkafka client properties (for example `security.protocol`, `sasl.*`). They are
-    /// applied last, except the ones the delivery guarantees depend on, which are refused.
+    /// librdkafka `security.protocol`: `PLAINTEXT` (librdkafka's default), `SSL`,
+    /// `SASL_PLAINTEXT` or `SASL_SSL`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_protocol: Option<String>,
+    /// librdkafka `sasl.mechanism`: `SCRAM-SHA-512`, `SCRAM-SHA-256`, `PLAIN`, `OAUTHBEARER` or
+    /// `GSSAPI` (the last needs a librdkafka built with Cyrus SASL, which this one is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<String>,
+    /// librdkafka `sasl.username`, for SCRAM and PLAIN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_username: Option<String>,
+    /// librdkafka `sasl.password`, for SCRAM and PLAIN. A secret: give it in a file only readers of
+    /// the secret can read, or as `<PREFIX>KAFKA__SASL_PASSWORD` (taken verbatim, never parsed);
+    /// `check-config`, `Debug` and errors show `****`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_password: Option<String>,
+    /// librdkafka `ssl.key.password`: the passphrase of the client's private key for mutual TLS
+    /// (`ssl.key.location` in `properties`). A secret, handled like `sasl_password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_key_password: Option<String>,
+    /// Extra librdkafka client properties (for example `ssl.ca.location`). They are applied last,
+    /// except the ones the delivery guarantees depend on, which are refused, and the ones the
+    /// fields above set, which must be set there only.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -75,6 +101,11 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
             bootstrap_servers: "127.0.0.1:29092".to_owned(),
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_key_password: None,
             properties: BTreeMap::new(),
         }
     }
@@ -89,16 +120,143 @@ pub const GUARANTEED_KAFKA_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
 ];
 
+/// `security.protocol` values librdkafka accepts (case-insensitively).
+pub const KAFKA_SECURITY_PROTOCOLS: &[&str] = &["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
+
+/// `sasl.mechanism` values librdkafka knows.
+pub const KAFKA_SASL_MECHANISMS: &[&str] = &[
+    "SCRAM-SHA-512",
+    "SCRAM-SHA-256",
+    "PLAIN",
+    "OAUTHBEARER",
+    "GSSAPI",
+];
+
+/// What secret values are replaced with when shown.
+pub const REDACTED: &str = "****";
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, ...).
+pub fn is_secret_kafka_property(key: &str) -> bool {
+    key.contains("password") || key.contains("secret")
+}
+
 impl KafkaSettings {
-    /// A copy safe to print: values of properties that look secret are replaced.
+    /// The named fields with the librdkafka property each one sets.
+    fn named_properties(&self) -> [(&'static str, &'static str, Option<&String>); 5] {
+        [
+            (
+                "security_protocol",
+                "security.protocol",
+                self.security_protocol.as_ref(),
+            ),
+            (
+                "sasl_mechanism",
+                "sasl.mechanism",
+                self.sasl_mechanism.as_ref(),
+            ),
+            (
+                "sasl_username",
+                "sasl.username",
+                self.sasl_username.as_ref(),
+            ),
+            (
+                "sasl_password",
+                "sasl.password",
+                self.sasl_password.as_ref(),
+            ),
+            (
+                "ssl_key_password",
+                "ssl.key.password",
+                self.ssl_key_password.as_ref(),
+            ),
+        ]
+    }
+
+    /// Every librdkafka property these settings set besides `bootstrap.servers`: the named fields
+    /// mapped to their properties, then `properties`.
+    pub fn client_properties(&self) -> BTreeMap<String, String> {
+        let mut all = self.properties.clone();
+        for (_, property, value) in self.named_properties() {
+            if let Some(value) = value {
+                all.insert(property.to_owned(), value.clone());
+            }
+        }
+        all
+    }
+
+    /// The effective value of a librdkafka property: from its named field or from `properties`
+    /// (`sasl.mechanisms` is librdkafka's other name for `sasl.mechanism`).
+    fn effective(&self, property: &str) -> Option<&str> {
+        let named = self
+            .named_properties()
+            .into_iter()
+            .find(|(_, name, _)| *name == property)
+            .and_then(|(_, _, value)| value);
+        named
+            .or_else(|| self.properties.get(property))
+            .or_else(|| match property {
+                "sasl.mechanism" => self.properties.get("sasl.mechanisms"),
+                _ => None,
+            })
+            .map(String::as_str)
+    }
+
+    /// The effective `security.protocol`, upper-case (`PLAINTEXT` when unset).
+    pub fn effective_security_protocol(&self) -> String {
+        self.effective("security.protocol")
+            .unwrap_or("PLAINTEXT")
+            .to_ascii_uppercase()
+    }
+
+    /// The effective `sasl.mechanism`, if any.
+    pub fn effective_sasl_mechanism(&self) -> Option<&str> {
+        self.effective("sasl.mechanism")
+    }
+
+    /// The effective `sasl.username`, if any.
+    pub fn effective_sasl_username(&self) -> Option<&str> {
+        self.effective("sasl.username")
+    }
+
+    /// The secret values these settings hold (SASL and key passwords, secret `properties`), for
+    /// scrubbing them out of messages that come from elsewhere.
+    pub fn secrets(&self) -> Vec<&str> {
+        let named = [
+            self.sasl_password.as_deref(),
+            self.ssl_key_password.as_deref(),
+        ];
+        let from_properties = self
+            .properties
+            .iter()
+            .filter(|(key, _)| is_secret_kafka_property(key))
+            .map(|(_, value)| Some(value.as_str()));
+        named
+            .into_iter()
+            .chain(from_properties)
+            .flatten()
+            .filter(|secret| !secret.is_empty())
+            .collect()
+    }
+
+    /// `text` with every secret of these settings replaced by `****`.
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets()
+            .into_iter()
+            .fold(text.to_owned(), |text, secret| {
+                text.replace(secret, REDACTED)
+            })
+    }
+
+    /// A copy safe to print: passwords, and values of properties that look secret, are replaced.
     pub fn redacted(&self) -> Self {
+        let hide = |value: &Option<String>| value.as_ref().map(|_| REDACTED.to_owned());
         let properties = self
             .properties
             .iter()
             .map(|(key, value)| {
-                let secret = key.contains("password") || key.contains("secret");
-                let shown = if secret {
-                    "****".to_owned()
+                let shown = if is_secret_kafka_property(key) {
+                    REDACTED.to_owned()
                 } else {
                     value.clone()
                 };
@@ -106,9 +264,27 @@ impl KafkaSettings {
             })
             .collect();
         Self {
+            sasl_password: hide(&self.sasl_password),
+            ssl_key_password: hide(&self.ssl_key_password),
             properties,
             ..self.clone()
         }
+    }
+}
+
+/// Shows the settings with their secrets redacted, so a logged or panicking config leaks nothing.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.redacted();
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &shown.bootstrap_servers)
+            .field("security_protocol", &shown.security_protocol)
+            .field("sasl_mechanism", &shown.sasl_mechanism)
+            .field("sasl_username", &shown.sasl_username)
+            .field("sasl_password", &shown.sasl_password)
+            .field("ssl_key_password", &shown.ssl_key_password)
+            .field("properties", &shown.properties)
+            .finish()
     }
 }
 
@@ -142,6 +318,84 @@ impl Validate for KafkaSettings {
                 problems.push(format!(
                     "{}: `{key}` is set by storefront-cdc itself and cannot be overridden",
                     key_path(path, "properties")
+                ));
+            }
+        }
+        for (field, property, value) in self.named_properties() {
+            let aliases: &[&str] = match property {
+                "sasl.mechanism" => &["sasl.mechanism", "sasl.mechanisms"],
+                _ => &[property],
+            };
+            for alias in aliases {
+                if value.is_some() && self.properties.contains_key(*alias) {
+                    problems.push(format!(
+                        "{}: `{alias}` is also set by {}; set it in one place",
+                        key_path(path, "properties"),
+                        key_path(path, field)
+                    ));
+                }
+            }
+        }
+        self.validate_security(path, problems);
+    }
+}
+
+impl KafkaSettings {
+    /// Checks the security settings together, so a half-configured SASL setup is reported at
+    /// start instead of as a connection that never authenticates.
+    fn validate_security(&self, path: &str, problems: &mut Vec<String>) {
+        let protocol = self.effective_security_protocol();
+        if !KAFKA_SECURITY_PROTOCOLS.contains(&protocol.as_str()) {
+            problems.push(format!(
+                "{}: `{protocol}` is not one of {}",
+                key_path(path, "security_protocol"),
+                KAFKA_SECURITY_PROTOCOLS.join(", ")
+            ));
+            return;
+        }
+        let mechanism = self.effective_sasl_mechanism();
+        if let Some(mechanism) = mechanism
+            && !KAFKA_SASL_MECHANISMS.contains(&mechanism)
+        {
+            problems.push(format!(
+                "{}: `{mechanism}` is not one of {}",
+                key_path(path, "sasl_mechanism"),
+                KAFKA_SASL_MECHANISMS.join(", ")
+            ));
+        }
+        let username = self.effective_sasl_username();
+        let password = self.effective("sasl.password");
+        let sasl = protocol.starts_with("SASL_");
+        if !sasl {
+            if username.is_some() || password.is_some() || mechanism.is_some() {
+                problems.push(format!(
+                    "{}: SASL settings are given but the protocol is {protocol}, which does not \
+                     authenticate with them; use SASL_SSL (or SASL_PLAINTEXT on a trusted network)",
+                    key_path(path, "security_protocol")
+                ));
+            }
+            return;
+        }
+        let Some(mechanism) = mechanism else {
+            problems.push(format!(
+                "{} must be set with security protocol {protocol} (SCRAM-SHA-512, SCRAM-SHA-256 \
+                 or PLAIN with a username and password)",
+                key_path(path, "sasl_mechanism")
+            ));
+            return;
+        };
+        if mechanism.starts_with("SCRAM-") || mechanism == "PLAIN" {
+            if username.is_none_or(str::is_empty) {
+                problems.push(format!(
+                    "{} must be set for SASL mechanism {mechanism}",
+                    key_path(path, "sasl_username")
+                ));
+            }
+            if password.is_none_or(str::is_empty) {
+                problems.push(format!(
+                    "{} must be set for SASL mechanism {mechanism} (in the config file or the \
+                     environment)",
+                    key_path(path, "sasl_password")
                 ));
             }
         }
@@ -255,6 +509,170 @@ mod tests {
         let shown = settings.redacted();
         assert_eq!(shown.properties["sasl.password"], "****");
         assert_eq!(shown.properties["security.protocol"], "SASL_SSL");
+    }
+
+    fn sasl_settings() -> KafkaSettings {
+        KafkaSettings {
+            bootstrap_servers: "broker:9094".into(),
+            security_protocol: Some("SASL_SSL".into()),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("storefront".into()),
+            sasl_password: Some("hunter2-sasl".into()),
+            ssl_key_password: Some("hunter2-key".into()),
+            properties: BTreeMap::from([
+                ("ssl.ca.location".into(), "/etc/ssl/kafka-ca.pem".into()),
+                (
+                    "sasl.oauthbearer.client.secret".into(),
+                    "hunter2-oauth".into(),
+                ),
+            ]),
+        }
+    }
+
+    #[test]
+    fn named_security_fields_map_onto_librdkafka_properties() {
+        let properties = sasl_settings().client_properties();
+        let expected: BTreeMap<String, String> = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "storefront"),
+            ("sasl.password", "hunter2-sasl"),
+            ("ssl.key.password", "hunter2-key"),
+            ("ssl.ca.location", "/etc/ssl/kafka-ca.pem"),
+            ("sasl.oauthbearer.client.secret", "hunter2-oauth"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(properties, expected);
+        // Unset fields set nothing: librdkafka's defaults apply.
+        assert!(KafkaSettings::default().client_properties().is_empty());
+        let mut problems = Vec::new();
+        sasl_settings().validate("kafka", &mut problems);
+        assert_eq!(problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn sasl_given_only_through_properties_is_understood_too() {
+        let mut settings = KafkaSettings::default();
+        for (key, value) in [
+            ("security.protocol", "sasl_plaintext"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", "app"),
+            ("sasl.password", "pw"),
+        ] {
+            settings.properties.insert(key.into(), value.into());
+        }
+        assert_eq!(settings.effective_security_protocol(), "SASL_PLAINTEXT");
+        assert_eq!(settings.effective_sasl_mechanism(), Some("PLAIN"));
+        assert_eq!(settings.effective_sasl_username(), Some("app"));
+        assert_eq!(settings.secrets(), vec!["pw"]);
+        let mut problems = Vec::new();
+        settings.validate("kafka", &mut problems);
+        assert_eq!(problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn half_configured_sasl_is_reported() {
+        let validate = |settings: KafkaSettings| {
+            let mut problems = Vec::new();
+            settings.validate("kafka", &mut problems);
+            problems
+        };
+        // Credentials without a SASL protocol would be ignored by librdkafka.
+        let problems = validate(KafkaSettings {
+            sasl_username: Some("storefront".into()),
+            sasl_password: Some("pw".into()),
+            ..KafkaSettings::default()
+        });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("kafka.security_protocol"),
+            "{problems:?}"
+        );
+        // A SASL protocol without a mechanism (librdkafka would pick GSSAPI).
+        let problems = validate(KafkaSettings {
+            security_protocol: Some("SASL_PLAINTEXT".into()),
+            ..KafkaSettings::default()
+        });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("kafka.sasl_mechanism"), "{problems:?}");
+        // SCRAM without a password, with an unknown mechanism name, and an unknown protocol.
+        let problems = validate(KafkaSettings {
+            security_protocol: Some("SASL_SSL".into()),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("storefront".into()),
+            ..KafkaSettings::default()
+        });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("kafka.sasl_password"), "{problems:?}");
+        let problems = validate(KafkaSettings {
+            security_protocol: Some("SASL_SSL".into()),
+            sasl_mechanism: Some("scram-sha-512".into()),
+            sasl_username: Some("storefront".into()),
+            sasl_password: Some("pw".into()),
+            ..KafkaSettings::default()
+        });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("`scram-sha-512`"), "{problems:?}");
+        let problems = validate(KafkaSettings {
+            security_protocol: Some("TLS".into()),
+            ..KafkaSettings::default()
+        });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("`TLS`"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_property_set_by_a_named_field_cannot_be_set_twice() {
+        let mut settings = sasl_settings();
+        settings
+            .properties
+            .insert("sasl.password".into(), "other".into());
+        settings
+            .properties
+            .insert("sasl.mechanisms".into(), "PLAIN".into());
+        let mut problems = Vec::new();
+        settings.validate("kafka", &mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`sasl.password`") && p.contains("kafka.sasl_password"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`sasl.mechanisms`") && p.contains("kafka.sasl_mechanism"))
+        );
+    }
+
+    #[test]
+    fn kafka_passwords_never_show() {
+        let settings = sasl_settings();
+        let shown = settings.redacted();
+        assert_eq!(shown.sasl_password.as_deref(), Some(REDACTED));
+        assert_eq!(shown.ssl_key_password.as_deref(), Some(REDACTED));
+        assert_eq!(shown.properties["sasl.oauthbearer.client.secret"], REDACTED);
+        assert_eq!(shown.sasl_username.as_deref(), Some("storefront"));
+        assert_eq!(shown.properties["ssl.ca.location"], "/etc/ssl/kafka-ca.pem");
+        // check-config prints the redacted copy as TOML; Debug redacts by itself.
+        let toml = crate::config::to_toml(&shown).unwrap();
+        let debug = format!("{settings:?}");
+        for text in [&toml, &debug] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("storefront"), "{text}");
+        }
+        assert!(toml.contains("sasl_password = \"****\""), "{toml}");
+        // Messages from elsewhere (librdkafka's) get every secret scrubbed.
+        assert_eq!(
+            settings.scrub("login hunter2-sasl / hunter2-key / hunter2-oauth refused"),
+            "login **** / **** / **** refused"
+        );
+        // Unset secrets stay unset, and print as nothing.
+        let plain = KafkaSettings::default().redacted();
+        assert_eq!(plain.sasl_password, None);
+        assert!(!crate::config::to_toml(&plain).unwrap().contains("sasl"));
     }
 
     #[test]

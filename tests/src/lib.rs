@@ -15,6 +15,10 @@
 //! - `STOREFRONT_TEST_MONGO_URI`: use this MongoDB instead of the local test server.
 //! - `STOREFRONT_TEST_KAFKA_BOOTSTRAP`: use these Kafka brokers instead of the local broker.
 //! - `STACK_MONGO_PORT`, `STACK_KAFKA_PORT`: ports of the local stack (as `dev/stack` reads them).
+//! - `STOREFRONT_TEST_KAFKA_SASL_BOOTSTRAP`, `..._USER`, `..._PASSWORD` (and optionally
+//!   `..._MECHANISM`, default `SCRAM-SHA-512`, `..._PROTOCOL`, default `SASL_PLAINTEXT`): the
+//!   SASL listener to test authenticated clients against instead of the local broker's, whose
+//!   address and user come from `dev/stack env`.
 
 pub mod corpus;
 
@@ -38,6 +42,35 @@ pub struct Stack {
     pub kafka_bootstrap: String,
     /// Whether MongoDB is the local test server (which tests may stop and restart).
     pub local_mongo: bool,
+    /// Kafka's SASL listener and its user, if there is one (the local broker has one unless
+    /// `dev/stack` runs with `STACK_KAFKA_SASL=0`).
+    pub kafka_sasl: Option<SaslListener>,
+}
+
+/// A Kafka listener that authenticates clients with SASL, and a user it accepts.
+#[derive(Clone)]
+pub struct SaslListener {
+    /// Bootstrap servers of the listener.
+    pub bootstrap: String,
+    /// `security.protocol`: `SASL_PLAINTEXT` for the local broker.
+    pub protocol: String,
+    /// `sasl.mechanism`: `SCRAM-SHA-512` for the local broker.
+    pub mechanism: String,
+    /// The user's name.
+    pub username: String,
+    /// The user's password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslListener")
+            .field("bootstrap", &self.bootstrap)
+            .field("protocol", &self.protocol)
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stack {
@@ -55,6 +88,21 @@ impl Stack {
             bootstrap_servers: self.kafka_bootstrap.clone(),
             ..KafkaSettings::default()
         }
+    }
+
+    /// Kafka settings for a process under test that logs in on the SASL listener as its user,
+    /// through the named settings (`kafka.security_protocol`, `kafka.sasl_*`); `None` without a
+    /// SASL listener.
+    pub fn kafka_sasl_settings(&self) -> Option<KafkaSettings> {
+        let sasl = self.kafka_sasl.as_ref()?;
+        Some(KafkaSettings {
+            bootstrap_servers: sasl.bootstrap.clone(),
+            security_protocol: Some(sasl.protocol.clone()),
+            sasl_mechanism: Some(sasl.mechanism.clone()),
+            sasl_username: Some(sasl.username.clone()),
+            sasl_password: Some(sasl.password.clone()),
+            ..KafkaSettings::default()
+        })
     }
 
     /// A new MongoDB client.
@@ -96,6 +144,74 @@ fn run_stack(args: &[&str]) {
     );
 }
 
+/// The `export NAME=value` lines of `dev/stack env`, values unquoted.
+fn stack_env() -> std::collections::BTreeMap<String, String> {
+    let script = repo_root().join("dev").join("stack");
+    let output = Command::new(&script)
+        .arg("env")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "`dev/stack env` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("dev/stack env prints UTF-8")
+        .lines()
+        .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
+        .map(|(name, value)| (name.to_owned(), shell_unquote(value)))
+        .collect()
+}
+
+/// The value of a shell word made of single-quoted parts and `\'` (as `dev/stack env` writes).
+fn shell_unquote(word: &str) -> String {
+    let mut value = String::new();
+    let mut quoted = false;
+    let mut chars = word.chars();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (_, '\'') => quoted = !quoted,
+            (false, '\\') => value.extend(chars.next()),
+            (_, c) => value.push(c),
+        }
+    }
+    value
+}
+
+/// The SASL listener the tests use: an external one named by `STOREFRONT_TEST_KAFKA_SASL_*`, or
+/// the local broker's (from `dev/stack env`) when Kafka is local.
+fn sasl_listener(local_kafka: bool) -> Option<SaslListener> {
+    let external = |name: &str| std::env::var(format!("STOREFRONT_TEST_KAFKA_SASL_{name}")).ok();
+    if let Some(bootstrap) = external("BOOTSTRAP") {
+        return Some(SaslListener {
+            bootstrap,
+            protocol: external("PROTOCOL").unwrap_or_else(|| "SASL_PLAINTEXT".into()),
+            mechanism: external("MECHANISM").unwrap_or_else(|| "SCRAM-SHA-512".into()),
+            username: external("USER").expect("STOREFRONT_TEST_KAFKA_SASL_USER"),
+            password: external("PASSWORD").expect("STOREFRONT_TEST_KAFKA_SASL_PASSWORD"),
+        });
+    }
+    if !local_kafka {
+        return None;
+    }
+    let mut env = stack_env();
+    if env.get("STACK_KAFKA_SASL").map(String::as_str) != Some("1") {
+        return None;
+    }
+    let mut take = |name: &str| {
+        env.remove(name)
+            .unwrap_or_else(|| panic!("`dev/stack env` prints no {name}"))
+    };
+    Some(SaslListener {
+        bootstrap: take("KAFKA_SASL_BOOTSTRAP"),
+        protocol: "SASL_PLAINTEXT".into(),
+        mechanism: take("STACK_KAFKA_SASL_MECHANISM"),
+        username: take("STACK_KAFKA_SASL_USER"),
+        password: take("STACK_KAFKA_SASL_PASSWORD"),
+    })
+}
+
 /// The services for this test binary, starting the local ones on first use.
 pub fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
@@ -109,6 +225,7 @@ pub fn stack() -> &'static Stack {
             (None, None) => run_stack(&["up"]),
         }
         Stack {
+            kafka_sasl: sasl_listener(external_kafka.is_none()),
             local_mongo: external_mongo.is_none(),
             mongo_uri: external_mongo.unwrap_or_else(|| {
                 format!(
@@ -376,6 +493,13 @@ impl TopicReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dev_stack_env_values_are_unquoted() {
+        assert_eq!(shell_unquote("'127.0.0.1:29094'"), "127.0.0.1:29094");
+        assert_eq!(shell_unquote(r#"'it'\''s "x"'"#), r#"it's "x""#);
+        assert_eq!(shell_unquote("''"), "");
+    }
 
     #[test]
     fn unique_names_differ() {
