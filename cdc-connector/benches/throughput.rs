@@ -1,14 +1,26 @@
 //! Connector throughput against a bare change-stream drain of the same backlog, same server, same
 //! run. Prints figures; asserts nothing about speed (timed tests are flaky by nature).
 //!
-//! 1. Writes a marker document, keeps the change stream's token after it, then writes a backlog
-//!    of `BENCH_EVENTS` (default 20,000) customer documents of about 1 KB.
-//! 2. Bare drain: a change stream opened after the marker reads the whole backlog (the floor any
-//!    connector pays to the server).
-//! 3. Connector: the release binary, its accounts checkpoint set to the marker token, publishes the
-//!    backlog to Kafka; done when the topic's high watermarks sum to the backlog. Its CPU time
-//!    comes from /proc/<pid>/stat, taken from when it reports healthy to when the last event is
-//!    acknowledged.
+//! 1. Enables post-images on a fresh `customer.accounts` (as the connector does at start), writes
+//!    a marker document, keeps the change stream's token after it, then writes a backlog of
+//!    `BENCH_EVENTS` (default 20,000) customer documents of about 1 KB.
+//! 2. Alternates `BENCH_RUNS` (default 3) connector runs with bare drains: drain, connector,
+//!    drain, connector, ..., drain. Each connector run is compared with the mean of the drain
+//!    before it and the drain after it, so neither side gets the cold (or the warm) server alone.
+//!    - **Bare drain**: in this process, a new MongoDB client opens the stream exactly as the
+//!      connector's reader does (`cdc_connector::source::open`, the same `fullDocument` mode,
+//!      raw BSON events, `startAfter` the marker) and reads the whole backlog, pausing like the
+//!      connector's reader when a poll returns nothing (5 ms, doubling): the floor any connector
+//!      pays to the server. Timed from creating the client to the last event; CPU is this
+//!      process's, sampled at both ends.
+//!    - **Connector**: the release binary with an accounts checkpoint at the marker and its topics
+//!      created beforehand (a deployment step). The clock starts before the process is spawned,
+//!      so its whole start (connecting, checking topics, opening streams) is inside the window;
+//!      its CPU is everything the process used (sampled right after the spawn and at the end).
+//!      The run ends when the topic's high watermarks have grown by the backlog since the clock
+//!      started (sampled before it): only events published inside the window count. Also
+//!      printed: the rate and CPU from the first poll that finds events in Kafka to the end,
+//!      counting only the events published after that poll (the start-up left out).
 //!
 //! Run: `cargo bench -p cdc-connector --bench throughput` (starts the local stack if needed).
 
@@ -17,13 +29,16 @@ use std::time::{Duration, Instant};
 
 use cdc_connector::checkpoint::CheckpointStore;
 use cdc_connector::config::{CheckpointSettings, ConnectorConfig, StreamSettings};
+use mongodb::Collection;
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::change_stream::event::ResumeToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
+use storefront_plumbing::retry::Backoff;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{Daemon, free_port, next_events, stack, unique, until_healthy};
+use storefront_tests::{Daemon, free_port, next_events, stack, unique};
 
 fn customer(id: ObjectId, n: usize) -> Document {
     doc! {
@@ -47,7 +62,7 @@ fn customer(id: ObjectId, n: usize) -> Document {
 }
 
 /// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_seconds(pid: &str) -> f64 {
+fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let after = &stat[stat.rfind(')').unwrap() + 2..];
@@ -72,65 +87,71 @@ fn high_watermark_sum(consumer: &BaseConsumer<TracingContext>, topic: &str) -> i
         .sum()
 }
 
-#[tokio::main]
-async fn main() {
-    let events: usize = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let client = stack().mongo_client().await;
-    let accounts = Namespace::new(unique("bench_accounts"), "customer.accounts");
-    let collection = client
-        .database(&accounts.database)
-        .collection::<Document>(&accounts.collection);
+/// One timed run: wall seconds and CPU seconds for `events` events.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    seconds: f64,
+    cpu: f64,
+}
 
-    // The marker's token is where both readers start.
-    let mut watcher = collection.watch().await.unwrap();
-    collection
-        .insert_one(doc! { "_id": "marker" })
-        .await
-        .unwrap();
-    next_events(&mut watcher, 1).await;
-    let marker = watcher.resume_token().unwrap();
-    drop(watcher);
+/// A connector run: from the spawn (`whole`), and from when Kafka first held one of its events
+/// to the last (`publishing`: the events counted are those published after that first sample).
+#[derive(Debug, Clone, Copy)]
+struct ConnectorRun {
+    whole: Run,
+    publishing: Run,
+    publishing_events: usize,
+}
 
-    let started = Instant::now();
-    let backlog: Vec<Document> = (0..events).map(|n| customer(ObjectId::new(), n)).collect();
-    let bytes: usize = backlog
-        .iter()
-        .map(|d| mongodb::bson::to_vec(d).unwrap().len())
-        .sum();
-    for chunk in backlog.chunks(1000) {
-        collection.insert_many(chunk.to_vec()).await.unwrap();
+impl Run {
+    fn rate(self, events: usize) -> f64 {
+        events as f64 / self.seconds
     }
-    println!(
-        "backlog: {events} documents, {:.0} bytes each on average, written in {:.1} s",
-        bytes as f64 / events as f64,
-        started.elapsed().as_secs_f64()
-    );
 
-    // Bare drain, in this process: nothing else runs here meanwhile.
-    let own_pid = std::process::id().to_string();
-    let cpu_before = cpu_seconds(&own_pid);
+    fn cpu_per_10k(self, events: usize) -> f64 {
+        self.cpu / events as f64 * 10_000.0
+    }
+}
+
+/// Reads the backlog after `marker` as the connector's reader would, with nothing else to do.
+async fn bare_drain(accounts: &Namespace, marker: &ResumeToken, events: usize) -> Run {
+    let settings = StreamSettings::default();
+    let own_pid = std::process::id();
+    let cpu_before = cpu_seconds(own_pid);
     let started = Instant::now();
-    let mut drain = collection
-        .watch()
-        .full_document(mongodb::options::FullDocumentType::UpdateLookup)
-        .start_after(marker.clone())
-        .await
-        .unwrap();
+    let client = stack().mongo_client().await;
+    let collection: Collection<RawDocumentBuf> = client
+        .database(&accounts.database)
+        .collection(&accounts.collection);
+    let mut drain =
+        cdc_connector::source::open(&collection, settings.full_document, Some(marker.clone()))
+            .await
+            .unwrap();
+    let mut idle = Backoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(settings.idle_poll_max_ms),
+    );
     let mut drained = 0;
     while drained < events {
         match drain.next_if_any().await.unwrap() {
-            Some(_) => drained += 1,
-            None => tokio::task::yield_now().await,
+            Some(_) => {
+                drained += 1;
+                idle.reset();
+            }
+            None => tokio::time::sleep(idle.next_delay()).await,
         }
     }
-    let bare_seconds = started.elapsed().as_secs_f64();
-    let bare_cpu = cpu_seconds(&own_pid) - cpu_before;
+    let run = Run {
+        seconds: started.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(own_pid) - cpu_before,
+    };
     drop(drain);
+    drop(client);
+    run
+}
 
-    // The connector, as a release binary in its own process.
+/// Runs the release connector from `marker` until Kafka acknowledged `events` events.
+async fn connector(accounts: &Namespace, marker: &ResumeToken, events: usize) -> ConnectorRun {
     let topics = StorefrontTopics {
         customer_change: unique("bench_customer"),
         fulfillment_request: unique("bench_fulfill"),
@@ -156,63 +177,172 @@ async fn main() {
         },
         ..ConnectorConfig::default()
     };
+    let client = stack().mongo_client().await;
     CheckpointStore::new(&client, &config.checkpoints)
-        .save(&accounts.to_string(), &marker, None, &[])
+        .save(&accounts.to_string(), marker, None, &[])
         .await
         .unwrap();
+    // Topics exist before the connector starts, as in a deployment: creating them is not
+    // publishing.
+    storefront_plumbing::kafka::ensure_topics(
+        &config.kafka,
+        "bench",
+        &cdc_connector::topic_specs(&config),
+    )
+    .await
+    .unwrap();
     let mut file_config = config.clone();
     file_config.log.filter = "warn".into();
     let dir = std::env::temp_dir().join(unique("bench"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("connector.toml");
     std::fs::write(&path, toml::to_string(&file_config).unwrap()).unwrap();
-
-    let mut daemon = Daemon::spawn(
-        Path::new(env!("CARGO_BIN_EXE_cdc-connector")),
-        &["--config", path.to_str().unwrap(), "run"],
-    );
-    let pid = daemon.pid().to_string();
-    until_healthy(config.http.listen).await;
-    let cpu_before = cpu_seconds(&pid);
-    let started = Instant::now();
     let watermarks: BaseConsumer<TracingContext> =
         storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "bench")
             .create_with_context(TracingContext)
             .unwrap();
-    while high_watermark_sum(&watermarks, &topics.customer_change) < events as i64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let topic = &topics.customer_change;
+    let published_before = high_watermark_sum(&watermarks, topic);
+
+    let started = Instant::now();
+    let mut daemon = Daemon::spawn(
+        Path::new(env!("CARGO_BIN_EXE_cdc-connector")),
+        &["--config", path.to_str().unwrap(), "run"],
+    );
+    let pid = daemon.pid();
+    let cpu_before = cpu_seconds(pid);
+    // (seconds, CPU seconds, events published) when Kafka first held one of its events.
+    let mut first = None;
+    loop {
+        let published = high_watermark_sum(&watermarks, topic) - published_before;
+        if published > 0 && first.is_none() {
+            first = Some((started.elapsed().as_secs_f64(), cpu_seconds(pid), published));
+        }
+        if published >= events as i64 {
+            break;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "connector stalled"
         );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let connector_seconds = started.elapsed().as_secs_f64();
-    let connector_cpu = cpu_seconds(&pid) - cpu_before;
+    let (seconds, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds(pid));
     daemon.signal("TERM");
     daemon.exit_status().await;
     let _ = std::fs::remove_dir_all(&dir);
+    let (first_seconds, first_cpu, first_published) = first.unwrap();
+    println!(
+        "  connector: first events in Kafka {first_seconds:.2} s after the spawn ({first_published} \
+         of them), the last at {seconds:.2} s"
+    );
+    ConnectorRun {
+        whole: Run {
+            seconds,
+            cpu: cpu - cpu_before,
+        },
+        publishing: Run {
+            seconds: seconds - first_seconds,
+            cpu: cpu - first_cpu,
+        },
+        publishing_events: events - first_published as usize,
+    }
+}
 
-    let per_second = |seconds: f64| events as f64 / seconds;
-    println!("\n| run | events/s | CPU s per 10,000 events | events per CPU s |");
-    println!("|---|---|---|---|");
+#[tokio::main]
+async fn main() {
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let events = env("BENCH_EVENTS", 20_000);
+    let runs = env("BENCH_RUNS", 3).max(1);
+    let client = stack().mongo_client().await;
+    let accounts = Namespace::new(unique("bench_accounts"), "customer.accounts");
+    let collection = client
+        .database(&accounts.database)
+        .collection::<Document>(&accounts.collection);
+    cdc_connector::source::enable_post_images(
+        &client
+            .database(&accounts.database)
+            .collection::<RawDocumentBuf>(&accounts.collection),
+    )
+    .await
+    .unwrap();
+
+    // The marker's token is where every reader starts.
+    let mut watcher = collection.watch().await.unwrap();
+    collection
+        .insert_one(doc! { "_id": "marker" })
+        .await
+        .unwrap();
+    next_events(&mut watcher, 1).await;
+    let marker = watcher.resume_token().unwrap();
+    drop(watcher);
+
+    let started = Instant::now();
+    let backlog: Vec<Document> = (0..events).map(|n| customer(ObjectId::new(), n)).collect();
+    let bytes: usize = backlog
+        .iter()
+        .map(|d| mongodb::bson::to_vec(d).unwrap().len())
+        .sum();
+    for chunk in backlog.chunks(1000) {
+        collection.insert_many(chunk.to_vec()).await.unwrap();
+    }
     println!(
-        "| bare change-stream drain | {:.0} | {:.3} | {:.0} |",
-        per_second(bare_seconds),
-        bare_cpu / events as f64 * 10_000.0,
-        events as f64 / bare_cpu
+        "backlog: {events} documents, {:.0} bytes each on average, written in {:.1} s",
+        bytes as f64 / events as f64,
+        started.elapsed().as_secs_f64()
     );
+
+    let mut drains = vec![bare_drain(&accounts, &marker, events).await];
+    println!("drain 1: {:.0} events/s", drains[0].rate(events));
+    let mut connectors = Vec::new();
+    for run in 1..=runs {
+        connectors.push(connector(&accounts, &marker, events).await);
+        println!(
+            "connector {run}: {:.0} events/s",
+            connectors[run - 1].whole.rate(events)
+        );
+        drains.push(bare_drain(&accounts, &marker, events).await);
+        println!(
+            "drain {}: {:.0} events/s",
+            run + 1,
+            drains[run].rate(events)
+        );
+    }
+
     println!(
-        "| cdc-connector (to Kafka, acked) | {:.0} | {:.3} | {:.0} |",
-        per_second(connector_seconds),
-        connector_cpu / events as f64 * 10_000.0,
-        events as f64 / connector_cpu
+        "\n| run | bare drain before / after, events/s | connector events/s, from the spawn | \
+         throughput ratio (connector / mean of the drains) | drain CPU s per 10,000 (mean) | \
+         connector CPU s per 10,000 | events per connector CPU-second | connector events/s from \
+         its first event | events per connector CPU-second from its first event |"
     );
-    println!(
-        "\nthroughput ratio connector / bare drain: {:.2} (target >= 0.80)",
-        bare_seconds / connector_seconds
-    );
-    println!(
-        "connector events per CPU-second: {:.0} (target >= 45,000)",
-        events as f64 / connector_cpu
-    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (n, connector) in connectors.iter().enumerate() {
+        let (before, after) = (drains[n], drains[n + 1]);
+        let drain_seconds = (before.seconds + after.seconds) / 2.0;
+        let drain_cpu = (before.cpu + after.cpu) / 2.0;
+        let ConnectorRun {
+            whole,
+            publishing,
+            publishing_events,
+        } = *connector;
+        println!(
+            "| {} | {:.0} / {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} |",
+            n + 1,
+            before.rate(events),
+            after.rate(events),
+            whole.rate(events),
+            drain_seconds / whole.seconds,
+            drain_cpu / events as f64 * 10_000.0,
+            whole.cpu_per_10k(events),
+            events as f64 / whole.cpu,
+            publishing.rate(publishing_events),
+            publishing_events as f64 / publishing.cpu
+        );
+    }
+    println!("\ntargets: throughput ratio >= 0.80; events per connector CPU-second >= 45,000");
 }

@@ -16,8 +16,12 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
 use mongodb::change_stream::event::ResumeToken;
 use storefront_plumbing::settings::HttpSettings;
+use storefront_schemas::metadata::SourcePosition;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{Daemon, Record, TopicReader, free_port, stack, unique, until_healthy};
+use storefront_tests::guard::{Watermarks, read_all};
+use storefront_tests::{
+    Daemon, Record, TopicReader, free_port, next_events, stack, unique, until_healthy,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -241,23 +245,68 @@ async fn an_approved_order_requests_fulfillment_exactly_once() {
         .unwrap();
 
     let mut reader = TopicReader::new(&[&config.topics.fulfillment_request]);
-    let records = reader
+    reader
         .read_until(DEADLINE, "the sentinel request", |r| {
             r.iter().any(|r| r.key.as_deref() == Some("order-2"))
         })
-        .await
-        .to_vec();
+        .await;
     connector.stop().await;
+    // Everything the topic holds, not only what came before the sentinel.
+    let records = read_all(&mut reader, &[&config.topics.fulfillment_request], DEADLINE).await;
 
     assert_eq!(keys(&records), ["order-1", "order-2"]);
-    let request = records[0].json();
-    assert_eq!(request["order"]["guid"], "order-1");
-    assert_eq!(request["address"]["type"], "SHIPPING");
-    assert_eq!(request["name"]["firstName"], "Ada");
+    // Each request whole, as the customer and the order were when the order was approved.
+    let request = |guid: &str, statuses: serde_json::Value, approved_at: i64| {
+        serde_json::json!({
+            "timestamp": approved_at,
+            "name": { "title": "Ms", "firstName": "Ada", "lastName": "Lovelace" },
+            "contact": { "primaryPhone": "555-0100", "email": "Ada@example.com" },
+            "address": {
+                "type": "SHIPPING", "description": "home", "address1": "1 Main St",
+                "city": "London", "state": "LDN", "postalCode": "N1"
+            },
+            "order": {
+                "guid": guid,
+                "orderStatusEvents": statuses,
+                "orderItems": [{
+                    "product": {
+                        "guid": "p-1", "title": "Lamp", "description": "A lamp", "price": 19.5
+                    },
+                    "quantity": 2
+                }]
+            },
+            "customerId": id.to_hex()
+        })
+    };
     assert_eq!(
-        records[0].header("ce_type"),
-        "storefront.order.fulfillment-requested"
+        records[0].json(),
+        request(
+            "order-1",
+            serde_json::json!([
+                { "timestamp": 1000, "orderStatusType": "CREATED" },
+                { "timestamp": 2000, "orderStatusType": "APPROVED" }
+            ]),
+            2000
+        )
     );
+    assert_eq!(
+        records[1].json(),
+        request(
+            "order-2",
+            serde_json::json!([
+                { "timestamp": 4000, "orderStatusType": "CREATED" },
+                { "timestamp": 5000, "orderStatusType": "APPROVED" }
+            ]),
+            5000
+        )
+    );
+    for record in &records {
+        assert_eq!(
+            record.header("ce_type"),
+            "storefront.order.fulfillment-requested"
+        );
+    }
+    assert_ne!(records[0].header("ce_id"), records[1].header("ce_id"));
 }
 
 #[tokio::test]
@@ -309,29 +358,148 @@ async fn fulfillment_status_changes_are_published_but_new_requests_are_not() {
     assert_eq!(keys(&records), ["order-9", "order-9"]);
 }
 
+/// Existing documents are snapshotted, and changes made *while* the snapshot runs are not lost:
+/// the stream is opened before the collection is read, so an update and a delete of documents
+/// the snapshot already published, and new inserts, all made while the connector still reports
+/// the snapshot unfinished, are published after it. Documents nobody touched are published once.
 #[tokio::test]
 async fn existing_documents_are_snapshotted_then_streamed_without_a_gap() {
-    let config = test_config();
+    const BEFORE: usize = 5_000;
+    let mut config = test_config();
+    // Few records in flight: the snapshot takes long enough for the test to write during it.
+    config.stream.max_in_flight = 10;
+    let topic = config.topics.customer_change.clone();
     let customers = collection(&config.sources.accounts).await;
-    let before: Vec<ObjectId> = (0..25).map(|_| ObjectId::new()).collect();
+    let before: Vec<ObjectId> = (0..BEFORE).map(|_| ObjectId::new()).collect();
+    for chunk in before.chunks(1_000) {
+        customers
+            .insert_many(chunk.iter().map(|id| customer(*id, "Before")))
+            .await
+            .unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connector = cdc_connector::start(config.clone(), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let connector = Running { connector, stop };
+    let http = connector.connector.http_addr;
+
+    // Once the snapshot has published some documents: update and delete some of those, insert
+    // new ones.
+    let mut reader = TopicReader::new(&[&topic]);
+    let snapshotted: Vec<ObjectId> = keys(
+        reader
+            .read_until(DEADLINE, "the snapshot's first records", |r| r.len() >= 40)
+            .await,
+    )
+    .iter()
+    .map(|key| ObjectId::parse_str(key).unwrap())
+    .collect();
+    let (updated, deleted) = snapshotted[..40].split_at(30);
     customers
-        .insert_many(before.iter().map(|id| customer(*id, "Before")))
+        .update_many(
+            doc! { "_id": { "$in": updated.to_vec() } },
+            doc! { "$set": { "name.firstName": "During" } },
+        )
         .await
         .unwrap();
-    let connector = start(&config).await;
-    let after: Vec<ObjectId> = (0..25).map(|_| ObjectId::new()).collect();
     customers
-        .insert_many(after.iter().map(|id| customer(*id, "After")))
+        .delete_many(doc! { "_id": { "$in": deleted.to_vec() } })
         .await
         .unwrap();
-    let expected: BTreeSet<String> = before.iter().chain(&after).map(|id| id.to_hex()).collect();
-    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
+    let inserted: Vec<ObjectId> = (0..25).map(|_| ObjectId::new()).collect();
+    customers
+        .insert_many(inserted.iter().map(|id| customer(*id, "Inserted")))
+        .await
+        .unwrap();
+    // Those writes happened during the snapshot: the stream is not ready until it is done.
+    let (status, body) = storefront_tests::http_get(http, "/health").await.unwrap();
+    assert_eq!(
+        status, 503,
+        "the snapshot finished before the test wrote during it (make it longer): {body}"
+    );
+    assert!(body.contains("starting"), "{body}");
+
+    until_healthy(http).await;
+    // A sentinel after the snapshot: once it is read, everything before it was published.
+    let sentinel = ObjectId::new();
+    customers
+        .insert_one(customer(sentinel, "Sentinel"))
+        .await
+        .unwrap();
     reader
-        .read_until(DEADLINE, "every customer", |r| {
-            expected.is_subset(&keys(r).into_iter().collect())
+        .read_until(DEADLINE, "the sentinel", |r| {
+            keys(r).contains(&sentinel.to_hex())
         })
         .await;
     connector.stop().await;
+    let records = read_all(&mut reader, &[&topic], DEADLINE).await;
+
+    let mut per_key: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    for record in &records {
+        per_key
+            .entry(record.key.clone().unwrap())
+            .or_default()
+            .push(record);
+    }
+    let first_name = |record: &Record| {
+        record.payload.as_ref().map(|_| {
+            record.json()["name"]["firstName"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+    };
+    let last = |id: &ObjectId| {
+        let copies = per_key
+            .get(&id.to_hex())
+            .unwrap_or_else(|| panic!("nothing published for {id}"));
+        first_name(copies.last().unwrap())
+    };
+    for id in updated {
+        assert_eq!(
+            last(id).as_deref(),
+            Some("During"),
+            "{id}: the update made during the snapshot is lost"
+        );
+    }
+    for id in deleted {
+        assert_eq!(
+            last(id),
+            None,
+            "{id}: the delete made during the snapshot is lost"
+        );
+    }
+    for id in &inserted {
+        assert_eq!(last(id).as_deref(), Some("Inserted"), "{id}");
+    }
+    // Documents nobody touched: exactly one record each, from the snapshot.
+    let touched: BTreeSet<String> = snapshotted[..40]
+        .iter()
+        .chain(&inserted)
+        .map(|id| id.to_hex())
+        .collect();
+    for id in &before {
+        let key = id.to_hex();
+        if touched.contains(&key) {
+            continue;
+        }
+        let copies: Vec<Option<String>> = per_key
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} was not snapshotted"))
+            .iter()
+            .map(|r| first_name(r))
+            .collect();
+        assert_eq!(copies, [Some("Before".to_owned())], "{key}");
+    }
+    assert_eq!(per_key[&sentinel.to_hex()].len(), 1);
+    assert_eq!(
+        per_key.len(),
+        BEFORE + inserted.len() + 1,
+        "records for documents that never existed"
+    );
 }
 
 #[tokio::test]
@@ -392,17 +560,21 @@ async fn bad_documents_go_to_the_dead_letter_topic_while_good_ones_flow() {
     customers.insert_one(customer(good, "Good")).await.unwrap();
 
     let mut events = TopicReader::new(&[&config.topics.customer_change]);
-    let published = events
+    events
         .read_until(DEADLINE, "the good customer", |r| !r.is_empty())
-        .await
-        .to_vec();
-    let mut dead = TopicReader::new(&[&config.stream.dead_letter_topic]);
-    let letters = dead
-        .read_until(DEADLINE, "the dead letter", |r| !r.is_empty())
-        .await
-        .to_vec();
+        .await;
+    // The good change was read after the bad one: once the connector stopped (delivering what
+    // it had in flight), both topics hold everything both changes produced.
     connector.stop().await;
+    let published = read_all(&mut events, &[&config.topics.customer_change], DEADLINE).await;
+    let mut dead = TopicReader::new(&[&config.stream.dead_letter_topic]);
+    let letters = read_all(&mut dead, &[&config.stream.dead_letter_topic], DEADLINE).await;
 
+    assert_eq!(
+        keys(&letters),
+        [format!(r#"{{"$oid":"{}"}}"#, bad.to_hex())],
+        "one dead letter, keyed by the bad document's _id"
+    );
     assert_eq!(keys(&published), [good.to_hex()]);
     let letter = &letters[0];
     assert!(
@@ -422,12 +594,31 @@ async fn bad_documents_go_to_the_dead_letter_topic_while_good_ones_flow() {
     assert_eq!(raw["contact"]["email"], "Nobody@example.com");
 }
 
-/// `kill -9` of the connector process in the middle of a burst of 10,000 changes loses none:
-/// after a restart every change is in Kafka, and a change published twice carries the same id.
-#[tokio::test]
+/// `kill -9` of the connector process, three times in the middle of a burst of 10,000 inserts
+/// written while it was stopped, so that each restarted process has a backlog to publish and
+/// records in flight when it is killed.
+///
+/// At each kill the topic holds only part of the burst and the process had saved a checkpoint, and
+/// every change that checkpoint covers is already in Kafka (a token is saved only after Kafka
+/// acknowledged everything before it). In the end every change is in Kafka; a change appears more
+/// than once only if it had been published after the checkpoint of a kill, once more per such kill
+/// at most (a restart resumes from its checkpoint, not from before it), and every copy carries the
+/// change's cluster time and one event id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_loses_no_change() {
     const BURST: usize = 10_000;
-    let config = test_config();
+    const KILLS: usize = 3;
+    let mut config = test_config();
+    // A checkpoint every few milliseconds, and a producer that waits up to 50 ms to fill a batch:
+    // the saved token stays right behind the acknowledged records while there are nearly always
+    // records sent but not yet acknowledged, so a token saved before its record's
+    // acknowledgement shows at the polls and kills below.
+    config.checkpoints.interval_ms = 5;
+    config
+        .kafka
+        .properties
+        .insert("linger.ms".into(), "50".into());
+    let topic = config.topics.customer_change.clone();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("connector.toml");
     let mut file_config = config.clone();
@@ -436,66 +627,219 @@ async fn kill_9_during_a_burst_loses_no_change() {
     std::fs::write(&config_path, toml::to_string(&file_config).unwrap()).unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_cdc-connector"));
     let args = ["--config", config_path.to_str().unwrap(), "run"];
+    let client = stack().mongo_client().await;
+    let store = CheckpointStore::new(&client, &config.checkpoints);
+    let stream_name = config.sources.accounts.to_string();
+    let saved_position = async || -> Option<u64> {
+        let checkpoint = store.load(&stream_name).await.unwrap()?;
+        checkpoint.position.map(SourcePosition::as_u64)
+    };
+    let watermarks = Watermarks::new();
 
+    // A first process publishes and checkpoints one change, and stops.
     let mut daemon = Daemon::spawn(binary, &args);
     until_healthy(file_config.http.listen).await;
     let customers = collection(&config.sources.accounts).await;
-    let ids: Vec<ObjectId> = (0..BURST).map(|_| ObjectId::new()).collect();
-    let writer = {
-        let customers = customers.clone();
-        let ids = ids.clone();
-        tokio::spawn(async move {
-            for chunk in ids.chunks(500) {
-                customers
-                    .insert_many(chunk.iter().map(|id| customer(*id, "Burst")))
-                    .await
-                    .unwrap();
-            }
-        })
-    };
-    let mut reader = TopicReader::new(&[&config.topics.customer_change]);
-    reader
-        .read_until(DEADLINE, "part of the burst", |r| r.len() >= BURST / 5)
-        .await;
-    daemon.signal("KILL");
-    daemon.exit_status().await;
-    writer.await.unwrap();
+    let first = ObjectId::new();
+    customers
+        .insert_one(customer(first, "First"))
+        .await
+        .unwrap();
+    storefront_tests::eventually(DEADLINE, "the first change's checkpoint", saved_position).await;
+    daemon.signal("TERM");
+    assert!(daemon.exit_status().await.success());
 
+    // The burst, and the source's own account of each change's cluster time (to tell which
+    // changes a checkpoint covers).
+    let mut source = customers.watch().await.unwrap();
+    let ids: Vec<ObjectId> = (0..BURST).map(|_| ObjectId::new()).collect();
+    for chunk in ids.chunks(1_000) {
+        customers
+            .insert_many(chunk.iter().map(|id| customer(*id, "Burst")))
+            .await
+            .unwrap();
+    }
+    let source_position: BTreeMap<String, u64> = next_events(&mut source, BURST)
+        .await
+        .iter()
+        .map(|change| {
+            let key = change.document_key.as_ref().unwrap().get_object_id("_id");
+            let time = change.cluster_time.unwrap();
+            let position = SourcePosition {
+                seconds: time.time,
+                increment: time.increment,
+            };
+            (key.unwrap().to_hex(), position.as_u64())
+        })
+        .collect();
+    assert_eq!(source_position.len(), BURST);
+    let mut positions: Vec<u64> = source_position.values().copied().collect();
+    positions.sort_unstable();
+    let last_change = *positions.last().unwrap();
+    // How many changes of the burst lie in (after, upto].
+    let changes_between = |after: u64, upto: u64| {
+        positions.partition_point(|p| *p <= upto) - positions.partition_point(|p| *p <= after)
+    };
+
+    // Follows one process, every few milliseconds (the burst moves fast), until `done(records in
+    // Kafka, checkpoint)`. A process resumed after `resumed_from` publishes every later change,
+    // each as a new record, so at every instant the records it added to Kafka are at least the
+    // changes its checkpoint covers (read first; the count only grows). A checkpoint saved
+    // before Kafka's acknowledgement fails this within a few polls.
+    let follow = async |what: &str,
+                        resumed_from: u64,
+                        records_before: i64,
+                        done: &dyn Fn(i64, u64) -> bool| {
+        let started = std::time::Instant::now();
+        loop {
+            let saved = saved_position().await.unwrap();
+            let records = watermarks.record_count(&[&topic]);
+            let covered = changes_between(resumed_from, saved);
+            assert!(
+                records - records_before >= covered as i64,
+                "{what}: the checkpoint at {} covers {covered} changes after {}, but Kafka has \
+                 acknowledged only {} records since",
+                SourcePosition::from_u64(saved),
+                SourcePosition::from_u64(resumed_from),
+                records - records_before
+            );
+            if done(records, saved) {
+                return;
+            }
+            assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+
+    let mut reader = TopicReader::new(&[&topic]);
+    // Per kill: the checkpoint's position, and the keys Kafka held when the process died.
+    let mut kills: Vec<(u64, BTreeSet<String>)> = Vec::new();
+    let mut last_position = saved_position().await.unwrap();
+    let mut records_before = watermarks.record_count(&[&topic]);
+    for kill in 1..=KILLS {
+        // Killed once the topic holds another share of the burst and this process saved a
+        // checkpoint past the previous one.
+        let threshold = 1 + (kill * BURST / (KILLS + 2)) as i64;
+        let mut daemon = Daemon::spawn(binary, &args);
+        follow(
+            &format!("kill {kill}"),
+            last_position,
+            records_before,
+            &|records, saved| records >= threshold && saved > last_position,
+        )
+        .await;
+        daemon.signal("KILL");
+        daemon.exit_status().await;
+        // What the next process resumes from, and what Kafka holds: nothing writes to the topic
+        // until the restart (read until two counts agree, in case a request sent just before
+        // the kill was still being appended).
+        let position = saved_position().await.unwrap();
+        assert!(
+            position > last_position,
+            "kill {kill}: the checkpoint went back"
+        );
+        let mut records = read_all(&mut reader, &[&topic], DEADLINE).await;
+        while watermarks.record_count(&[&topic]) != records.len() as i64 {
+            records = read_all(&mut reader, &[&topic], DEADLINE).await;
+        }
+        let published: BTreeSet<String> = keys(&records).into_iter().collect();
+        assert!(
+            published.len() < BURST + 1,
+            "kill {kill}: Kafka already held the whole burst, so the kill was not in the middle \
+             of it"
+        );
+        eprintln!(
+            "kill {kill}: {} records ({} changes) in Kafka, checkpoint at {}",
+            records.len(),
+            published.len(),
+            SourcePosition::from_u64(position)
+        );
+        // Every change the checkpoint covers was in Kafka when the process died.
+        let missing: Vec<&String> = source_position
+            .iter()
+            .filter(|(key, at)| **at <= position && !published.contains(*key))
+            .map(|(key, _)| key)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "kill {kill}: the checkpoint covered {} changes Kafka did not hold, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
+        kills.push((position, published));
+        last_position = position;
+        records_before = records.len() as i64;
+    }
+    // The last process publishes the rest: done once its checkpoint covers the last change.
     let mut daemon = Daemon::spawn(binary, &args);
     // Healthy before anything else: a SIGTERM that arrived before the process installed its
     // handler would end it by the signal's default action.
     until_healthy(file_config.http.listen).await;
-    let expected: BTreeSet<String> = ids.iter().map(|id| id.to_hex()).collect();
-    let records = reader
-        .read_until(Duration::from_secs(180), "every change of the burst", |r| {
-            expected.is_subset(&keys(r).into_iter().collect())
-        })
-        .await
-        .to_vec();
+    follow(
+        "the last process",
+        last_position,
+        records_before,
+        &|_, saved| saved >= last_change,
+    )
+    .await;
     daemon.signal("TERM");
     assert!(daemon.exit_status().await.success());
+    let records = read_all(&mut reader, &[&topic], DEADLINE).await;
 
-    // Inserts only: one change per key, so every record of a key must carry one event id.
-    let mut ids_per_key: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Every change is in Kafka, each copy with the change's cluster time and one event id, and
+    // no more copies than the kills that found it published but not yet checkpointed.
+    let mut per_key: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
     for record in &records {
-        ids_per_key
+        per_key
             .entry(record.key.clone().unwrap())
             .or_default()
-            .insert(record.header("ce_id").to_owned());
+            .push(record);
     }
-    assert_eq!(ids_per_key.len(), BURST);
-    let inconsistent: Vec<_> = ids_per_key
-        .iter()
-        .filter(|(_, ids)| ids.len() != 1)
+    let missing: Vec<&String> = source_position
+        .keys()
+        .filter(|key| !per_key.contains_key(*key))
         .collect();
     assert!(
-        inconsistent.is_empty(),
-        "duplicates with different ids: {inconsistent:?}"
+        missing.is_empty(),
+        "{} changes lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
     );
+    assert_eq!(
+        per_key.len(),
+        BURST + 1,
+        "nothing but the first change and the burst"
+    );
+    assert_eq!(per_key[&first.to_hex()].len(), 1, "the first change");
+    let mut duplicates = 0;
+    for (key, position) in &source_position {
+        let copies = &per_key[key];
+        let ids: BTreeSet<&str> = copies.iter().map(|r| r.header("ce_id")).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{key}: copies with different event ids: {ids:?}"
+        );
+        for copy in copies {
+            assert_eq!(copy.header("ce_clustertime"), position.to_string(), "{key}");
+        }
+        let republished_by = kills
+            .iter()
+            .filter(|(checkpoint, published)| position > checkpoint && published.contains(key))
+            .count();
+        assert!(
+            copies.len() <= 1 + republished_by,
+            "{key} at {} was published {} times, but only {republished_by} kill(s) found it \
+             published after their checkpoint: a restart resumed from before its checkpoint",
+            SourcePosition::from_u64(*position),
+            copies.len()
+        );
+        duplicates += copies.len() - 1;
+    }
     eprintln!(
-        "kill -9 test: {} records for {BURST} changes ({} duplicates)",
+        "kill -9 test: {} records for {} changes ({duplicates} duplicates) over {KILLS} kills",
         records.len(),
-        records.len() - BURST
+        BURST + 1
     );
 }
 

@@ -49,26 +49,64 @@ async fn nothing_is_lost_while_mongodb_is_down() {
     producer.send_all(&changes(&before, 0), None).await;
     let running = start(&config, &[Projector::Orders]).await;
     caught_up(&config, Projector::Orders).await;
+    let committed_before: Vec<(String, i32, i64)> = progress(&config, Projector::Orders)
+        .into_iter()
+        .map(|(topic, partition, committed, _)| (topic, partition, committed))
+        .collect();
     let retries_before = metric_sum("projector_retries_total", &["operation=\"mongo_write\""]);
 
     let restart = RestartOnDrop;
     dev_stack(&["down", "mongo"]);
     producer.send_all(&changes(&during, 100), None).await;
-    let body = eventually(
-        DEADLINE,
-        "/health to name mongo failing",
-        async || match http_get(running.process.http_addr, "/health").await {
-            Some((503, body)) if body.contains("\"mongo\":{\"state\":\"failing\"") => Some(body),
-            _ => None,
-        },
-    )
+    // The projector read the new records and its writes failed: several retries, which also
+    // spans several commit intervals (50 ms; the retries pause 20, 40, 80, ... ms).
+    eventually(DEADLINE, "three failed writes", async || {
+        let retries = metric_sum("projector_retries_total", &["operation=\"mongo_write\""]);
+        (retries >= retries_before + 3.0).then_some(())
+    })
     .await;
-    assert!(body.contains("failing"), "{body}");
-    // The writes failed, so their offsets cannot have been committed.
+    let health = eventually(DEADLINE, "/health to answer 503", async || match http_get(
+        running.process.http_addr,
+        "/health",
+    )
+    .await
+    {
+        Some((503, body)) => Some(serde_json::from_str::<serde_json::Value>(&body).unwrap()),
+        _ => None,
+    })
+    .await;
+    let components = health["components"].as_object().unwrap();
+    assert_eq!(components["mongo"]["state"], "failing", "{health}");
     assert!(
-        !is_caught_up(&config, Projector::Orders),
-        "{:?}",
-        progress(&config, Projector::Orders)
+        !components["mongo"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "the failure is explained: {health}"
+    );
+    let failing: Vec<&String> = components
+        .iter()
+        .filter(|(_, state)| state["state"] != "ready")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(failing, ["mongo"], "only MongoDB is failing: {health}");
+    // Nothing written, nothing committed: the group's offsets are where they were before the
+    // outage, while the topic holds the new records.
+    let during_outage = progress(&config, Projector::Orders);
+    assert_eq!(
+        during_outage
+            .iter()
+            .map(|(topic, partition, committed, _)| (topic.clone(), *partition, *committed))
+            .collect::<Vec<_>>(),
+        committed_before,
+        "offsets committed for records whose writes failed: {during_outage:?}"
+    );
+    assert_eq!(
+        during_outage
+            .iter()
+            .map(|(_, _, _, high)| high)
+            .sum::<i64>(),
+        (before.len() + during.len()) as i64
     );
     drop(restart);
 

@@ -21,6 +21,7 @@
 //!   address and user come from `dev/stack env`.
 
 pub mod corpus;
+pub mod guard;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! say so; the rest of the suite (`conformance.rs`) still runs there.
 
 use mongodb::Collection;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType};
 use mongodb::options::FullDocumentType;
 use storefront_tests::{next_events, stack, unique};
@@ -23,10 +23,29 @@ fn key_id(event: &Event) -> i32 {
         .unwrap_or(-1)
 }
 
+/// Writes a sentinel document and returns it: after the events a test expects, the next event
+/// of every stream must be its insert, proof that nothing else (an extra or repeated event) was
+/// pending before it.
+async fn write_sentinel(coll: &Collection<Document>) -> Document {
+    let sentinel = doc! { "_id": 1_000, "sentinel": true };
+    coll.insert_one(sentinel.clone()).await.unwrap();
+    sentinel
+}
+
+fn assert_is_insert_of(event: &Event, document: &Document, stream: &str) {
+    assert_eq!(
+        (&event.operation_type, event.full_document.as_ref()),
+        (&OperationType::Insert, Some(document)),
+        "{stream}: the next event should be the sentinel's insert, so something else was \
+         pending: {event:?}"
+    );
+}
+
 /// One scenario, so the server restarts once: a stream on a dotted collection that was dropped
 /// and re-created before, with updateLookup; a token kept from before the restart resumes
-/// exactly after it (events written before and after the restart, none twice); an open stream
-/// resumes by itself across the restart; cluster times keep growing.
+/// exactly after it (events written before and after the restart, none twice, none extra); an
+/// open stream resumes by itself across the restart and delivers the same events (same tokens,
+/// cluster times, operations and documents); cluster times keep growing.
 #[tokio::test]
 async fn a_token_from_before_a_restart_resumes_exactly() {
     if !stack().local_mongo {
@@ -64,6 +83,7 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
         "data kept across the restart"
     );
     coll.insert_one(doc! { "_id": 3 }).await.unwrap();
+    let sentinel = write_sentinel(&coll).await;
 
     let mut resumed = coll
         .watch()
@@ -71,8 +91,8 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
         .resume_after(token)
         .await
         .unwrap();
-    let events = next_events(&mut resumed, 3).await;
-    let seen: Vec<(OperationType, i32)> = events
+    let events = next_events(&mut resumed, 4).await;
+    let seen: Vec<(OperationType, i32)> = events[..3]
         .iter()
         .map(|e| (e.operation_type.clone(), key_id(e)))
         .collect();
@@ -84,29 +104,47 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
             (OperationType::Insert, 3)
         ]
     );
-    assert_eq!(
-        events[0].full_document,
-        Some(doc! { "_id": 1, "v": 1 }),
-        "updateLookup after the restart"
-    );
+    assert_is_insert_of(&events[3], &sentinel, "the resumed stream");
+    // updateLookup after the restart: the document as it is now.
+    assert_eq!(events[0].full_document, Some(doc! { "_id": 1, "v": 1 }));
+    assert_eq!(events[1].full_document, None, "a delete has no document");
+    assert_eq!(events[2].full_document, Some(doc! { "_id": 3 }));
     let time_after = events[2].cluster_time.expect("clusterTime");
     assert!(
         time_after > time_before,
         "cluster time keeps growing across the restart: {time_before:?} then {time_after:?}"
     );
+    let times: Vec<_> = events.iter().map(|e| e.cluster_time.unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
 
     // The stream that was open during the restart: its next read fails on the dead connection,
-    // the driver resumes from its last token, and it delivers the same events.
-    let survived = next_events(&mut open_stream, 3).await;
-    assert_eq!(
-        survived.iter().map(key_id).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    // the driver resumes from its last token, and it delivers the same events, then the
+    // sentinel.
+    let survived = next_events(&mut open_stream, 4).await;
+    for (survivor, resumed) in survived.iter().zip(&events) {
+        assert_eq!(
+            (
+                &survivor.id,
+                survivor.cluster_time,
+                &survivor.operation_type,
+                &survivor.document_key,
+                &survivor.full_document
+            ),
+            (
+                &resumed.id,
+                resumed.cluster_time,
+                &resumed.operation_type,
+                &resumed.document_key,
+                &resumed.full_document
+            ),
+            "the open stream and the resumed one disagree"
+        );
+    }
     assert!(
         survived[0]
             .update_description
             .as_ref()
-            .is_some_and(|d| d.updated_fields.get("v") == Some(&Bson::Int32(1))),
+            .is_some_and(|d| d.updated_fields == doc! { "v": 1 } && d.removed_fields.is_empty()),
         "{:?}",
         survived[0]
     );

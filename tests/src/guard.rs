@@ -1,0 +1,105 @@
+//! Helpers for tests that must fail when their guarantee breaks: exact record counts instead of
+//! "at least", read from the brokers rather than from what a reader happened to receive.
+//!
+//! - [`record_count`] / [`Watermarks`]: how many records some topics hold now (every partition's
+//!   high watermark minus its low watermark).
+//! - [`read_all`]: reads every record some topics hold, by that count, so a test can assert on
+//!   all of them (no extra record hides behind the one it waited for). Call it once nothing
+//!   writes to the topics any more (the process under test stopped, or caught up with a
+//!   sentinel read).
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use storefront_plumbing::kafka::TracingContext;
+
+use crate::{Record, TopicReader, stack, unique};
+
+/// Reads the brokers' watermarks through one consumer connection (made once: cheap to poll).
+pub struct Watermarks {
+    consumer: BaseConsumer<TracingContext>,
+}
+
+impl std::fmt::Debug for Watermarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watermarks").finish_non_exhaustive()
+    }
+}
+
+impl Default for Watermarks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Watermarks {
+    /// A reader of the local stack's (or the external) brokers.
+    pub fn new() -> Self {
+        let consumer = storefront_plumbing::kafka::consumer_config(
+            &stack().kafka_settings(),
+            "storefront-tests",
+            &unique("watermarks"),
+        )
+        .create_with_context(TracingContext)
+        .expect("a consumer for watermarks");
+        Self { consumer }
+    }
+
+    /// The number of records `topics` hold now: the sum over their partitions of high minus low
+    /// watermark. Exact for topics written without transactions (no control records), as every
+    /// topic of this project is.
+    pub fn record_count(&self, topics: &[&str]) -> i64 {
+        let timeout = Duration::from_secs(10);
+        topics
+            .iter()
+            .map(|topic| {
+                let metadata = self
+                    .consumer
+                    .fetch_metadata(Some(topic), timeout)
+                    .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+                let partitions = metadata.topics()[0].partitions();
+                assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+                partitions
+                    .iter()
+                    .map(|partition| {
+                        let (low, high) = self
+                            .consumer
+                            .fetch_watermarks(topic, partition.id(), timeout)
+                            .unwrap_or_else(|e| {
+                                panic!("watermarks of {topic}/{}: {e}", partition.id())
+                            });
+                        high - low
+                    })
+                    .sum::<i64>()
+            })
+            .sum()
+    }
+}
+
+/// The number of records `topics` hold now (see [`Watermarks::record_count`]).
+pub fn record_count(topics: &[&str]) -> i64 {
+    Watermarks::new().record_count(topics)
+}
+
+/// Reads with `reader` (a reader of exactly `topics`, from their beginning) until it holds every
+/// record the topics hold now, and returns them all. Nothing may write to the topics meanwhile.
+pub async fn read_all(
+    reader: &mut TopicReader,
+    topics: &[&str],
+    deadline: Duration,
+) -> Vec<Record> {
+    let total = usize::try_from(record_count(topics)).expect("a record count");
+    let records = reader
+        .read_until(
+            deadline,
+            &format!("all {total} records of {topics:?}"),
+            |r| r.len() >= total,
+        )
+        .await;
+    assert_eq!(
+        records.len(),
+        total,
+        "read more records of {topics:?} than they hold: something still writes to them"
+    );
+    records.to_vec()
+}
