@@ -412,6 +412,25 @@ public class MongoTestServer {
         StackCore(StackBackend backend, MVStore store) {
             this.backend = backend;
             this.oplog = new StackOplog(backend, store);
+            startCursorIdsAtRandom(backend.cursors());
+        }
+
+        /**
+         * The library numbers cursors 1, 2, 3... from every start, so after a restart a client's
+         * getMore with a cursor id from before it reached whichever new cursor now has that id
+         * (another stream's), instead of failing with CursorNotFound as on MongoDB, whose ids are
+         * random 64-bit numbers. Starting the counter at a random point (below 2^62, so it never
+         * wraps) makes an id from before a restart unknown to the new process.
+         */
+        private static void startCursorIdsAtRandom(CursorRegistry registry) {
+            try {
+                java.lang.reflect.Field counter = CursorRegistry.class.getDeclaredField("cursorIdCounter");
+                counter.setAccessible(true);
+                long start = (new java.security.SecureRandom().nextLong() >>> 2) | (1L << 40);
+                ((java.util.concurrent.atomic.AtomicLong) counter.get(registry)).set(start);
+            } catch (ReflectiveOperationException e) {
+                throw new IllegalStateException("cannot seed the cursor ids of " + registry, e);
+            }
         }
 
         Document handleCommand(Channel channel, String database, String command, Document query) {

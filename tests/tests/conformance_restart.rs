@@ -52,6 +52,9 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
         eprintln!("skipped: STOREFRONT_TEST_MONGO_URI names an external MongoDB we cannot restart");
         return;
     }
+    // A fresh start first, so the cursors this test opens are the server's first ones: a server
+    // that numbered cursors from 1 at every start would then certainly reuse one below.
+    stack().restart_mongo();
     let database = unique("conformance_restart");
     let client = stack().mongo_client().await;
     let coll: Collection<Document> = client.database(&database).collection("customer.accounts");
@@ -75,7 +78,41 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
         .unwrap();
     coll.delete_one(doc! { "_id": 2 }).await.unwrap();
 
+    // A cursor opened before the restart, by hand (the driver would resume by itself).
+    let open_cursor = async |db: &mongodb::Database| {
+        let reply = db
+            .run_command(doc! {
+                "aggregate": "customer.accounts",
+                "pipeline": [{ "$changeStream": {} }],
+                "cursor": { "batchSize": 0 },
+            })
+            .await
+            .unwrap();
+        reply.get_document("cursor").unwrap().get_i64("id").unwrap()
+    };
+    let old_cursor = open_cursor(&client.database(&database)).await;
+
     stack().restart_mongo();
+    // A new client: the old one's pooled connections died with the server (commands sent with
+    // `run_command` are not retried on a new connection).
+    let db = stack().mongo_client().await.database(&database);
+
+    // "Cursor ids are unique 64-bit integers" (getMore, Output): a cursor id from before the
+    // restart names no cursor of the new process, not a new cursor that happens to reuse it
+    // (another stream's, which would feed this stream that stream's empty batches).
+    for _ in 0..30 {
+        assert_ne!(open_cursor(&db).await, old_cursor, "a cursor id was reused");
+    }
+    let stale = db
+        .run_command(doc! { "getMore": old_cursor, "collection": "customer.accounts" })
+        .await
+        .expect_err("a getMore with a cursor id from before the restart must fail");
+    match stale.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(error) => {
+            assert_eq!(error.code, 43, "CursorNotFound: {error:?}")
+        }
+        other => panic!("expected CursorNotFound, got {other:?}"),
+    }
 
     assert_eq!(
         coll.count_documents(doc! {}).await.unwrap(),
