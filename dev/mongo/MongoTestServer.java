@@ -162,7 +162,7 @@ public class MongoTestServer {
 
         @Override
         protected Document handleGetMore(String database, String command, Document query) {
-            return core.handleGetMore(command, query, () -> super.handleGetMore(database, command, query));
+            return core.handleGetMore(database, command, query, () -> super.handleGetMore(database, command, query));
         }
 
         @Override
@@ -207,7 +207,7 @@ public class MongoTestServer {
 
         @Override
         protected Document handleGetMore(String database, String command, Document query) {
-            return core.handleGetMore(command, query, () -> super.handleGetMore(database, command, query));
+            return core.handleGetMore(database, command, query, () -> super.handleGetMore(database, command, query));
         }
 
         @Override
@@ -433,7 +433,27 @@ public class MongoTestServer {
             }
         }
 
+        /**
+         * The namespace of each open cursor ("db.collection"), from the reply that opened it. The
+         * library's getMore serves any cursor id whatever collection it names; MongoDB refuses a
+         * getMore on another namespace than the cursor's.
+         */
+        private final Map<Long, String> cursorNamespaces = new java.util.concurrent.ConcurrentHashMap<>();
+
         Document handleCommand(Channel channel, String database, String command, Document query) {
+            return rememberCursor(handleCommandOf(channel, database, command, query));
+        }
+
+        private Document rememberCursor(Document reply) {
+            if (reply != null && reply.get("cursor") instanceof Document cursor
+                    && cursor.get("id") instanceof Number id && id.longValue() != 0
+                    && cursor.get("ns") instanceof String ns) {
+                cursorNamespaces.put(id.longValue(), ns);
+            }
+            return reply;
+        }
+
+        private Document handleCommandOf(Channel channel, String database, String command, Document query) {
             String name = command.toLowerCase(Locale.ROOT);
             if (name.equals("aggregate") && isChangeStream(query)) {
                 return openChangeStream(database, query);
@@ -488,9 +508,18 @@ public class MongoTestServer {
          * change stream whose getMore fails (e.g. a required post-image is missing) is closed, as
          * MongoDB kills a cursor whose getMore fails: its position has already moved past the event.
          */
-        Document handleGetMore(String command, Document query, Supplier<Document> base) {
+        Document handleGetMore(String database, String command, Document query, Supplier<Document> base) {
             Cursor cursor = null;
             Object id = query.get(command);
+            if (id instanceof Number number) {
+                String owner = cursorNamespaces.get(number.longValue());
+                String requested = database + "." + query.get("collection");
+                if (owner != null && !owner.equals(requested)) {
+                    // MongoDB's words and code (Unauthorized), from its getMore command.
+                    throw new MongoServerError(13, "Unauthorized", "Requested getMore on namespace '"
+                            + requested + "', but cursor belongs to a different namespace " + owner);
+                }
+            }
             if (id instanceof Number) {
                 try {
                     cursor = backend.cursors().getCursor(((Number) id).longValue());
@@ -510,6 +539,10 @@ public class MongoTestServer {
             if (cursor instanceof ChangeStreamCursor) {
                 Document cursorDocument = (Document) response.get("cursor");
                 cursorDocument.put("postBatchResumeToken", ((ChangeStreamCursor) cursor).postBatchResumeToken());
+            }
+            if (id instanceof Number number && response.get("cursor") instanceof Document cursorDocument
+                    && cursorDocument.get("id") instanceof Number next && next.longValue() == 0) {
+                cursorNamespaces.remove(number.longValue()); // exhausted
             }
             return response;
         }

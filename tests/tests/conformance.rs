@@ -1180,3 +1180,54 @@ async fn coll_mod_needs_the_collection_and_can_turn_images_off() {
     let event = next_events(&mut stream, 1).await.remove(0);
     assert_eq!(event.get("fullDocument"), Some(&Bson::Null), "{event}");
 }
+
+/// "getMore" (<https://www.mongodb.com/docs/manual/reference/command/getMore/>): a cursor
+/// belongs to the namespace it was opened on; a getMore that names another collection is
+/// refused (MongoDB: code 13, "Requested getMore on namespace ..., but cursor belongs to a
+/// different namespace ..."), so a stream can never read another stream's batches. The cursor
+/// itself stays usable from its own collection.
+#[tokio::test]
+async fn a_get_more_on_another_collection_than_the_cursors_is_refused() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    for _ in 0..3 {
+        accounts(&db)
+            .insert_one(customer(ObjectId::new()))
+            .await
+            .unwrap();
+    }
+    orders(&db).insert_one(doc! { "_id": 1 }).await.unwrap();
+    // A change stream's cursor, and a query's with documents left after its first batch.
+    let openings = [
+        doc! {
+            "aggregate": "customer.accounts",
+            "pipeline": [{ "$changeStream": {} }],
+            "cursor": { "batchSize": 0 },
+        },
+        doc! { "find": "customer.accounts", "batchSize": 1 },
+    ];
+    for pipeline in openings {
+        let reply = db.run_command(pipeline.clone()).await.unwrap();
+        let id = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
+        assert_ne!(id, 0, "{pipeline:?}: an open cursor");
+        let refused = db
+            .run_command(doc! { "getMore": id, "collection": "customer.orders" })
+            .await
+            .expect_err("a getMore on another collection must be refused");
+        match refused.kind.as_ref() {
+            mongodb::error::ErrorKind::Command(error) => {
+                assert_eq!(error.code, 13, "{pipeline:?}: {error:?}");
+                assert!(
+                    error.message.contains("belongs to a different namespace"),
+                    "{error:?}"
+                );
+            }
+            other => panic!("{pipeline:?}: expected Unauthorized, got {other:?}"),
+        }
+        let own = db
+            .run_command(doc! { "getMore": id, "collection": "customer.accounts", "batchSize": 1 })
+            .await
+            .unwrap();
+        assert!(own.get_document("cursor").is_ok(), "{pipeline:?}: {own:?}");
+    }
+}
