@@ -3,6 +3,7 @@
 //! - [`documents`]: the source documents of the three collections, typed, read from BSON with
 //!   field-path errors.
 //! - [`events`]: the event payloads (the record bodies) and their JSON Schemas.
+//! - [`fixtures`]: the hand-written golden events, as the exact bodies they specify.
 //! - [`metadata`]: event metadata (deterministic ids, source positions) and its CloudEvents
 //!   Kafka headers.
 //! - [`sensitive`]: the fields that never leave their source, and their redaction.
@@ -13,6 +14,7 @@
 
 pub mod documents;
 pub mod events;
+pub mod fixtures;
 pub mod metadata;
 pub mod sensitive;
 pub mod topology;

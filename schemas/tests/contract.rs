@@ -26,6 +26,7 @@ use storefront_schemas::events::{
     CustomerChangeEvent, EventPayload, FulfillmentRequestEvent, OrderStatusChangeEvent,
     json_schemas,
 };
+use storefront_schemas::fixtures;
 
 fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,35 +46,12 @@ fn source<T: serde::de::DeserializeOwned>(collection: &str) -> T {
     from_document(&document).unwrap_or_else(|e| panic!("{collection}: {e}"))
 }
 
-/// `json` without the whitespace between its tokens (strings kept as written).
-fn minified(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !c.is_whitespace() {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The golden event `name`, minified: the exact body the contract specifies.
 fn golden_body(name: &str) -> String {
-    let text = read(&fixture_path(&format!("{name}.json")));
-    serde_json::from_str::<serde_json::Value>(&text)
+    let body = fixtures::golden_body(name).unwrap_or_else(|| panic!("no golden event {name}"));
+    serde_json::from_str::<serde_json::Value>(&body)
         .unwrap_or_else(|e| panic!("{name}.json is not JSON: {e}"));
-    minified(&text)
+    body
 }
 
 /// Asserts that `event`'s body is exactly its golden file's.
@@ -100,7 +78,7 @@ fn check_golden<T: EventPayload>(event: &T) {
 #[test]
 fn minified_keeps_strings_and_drops_only_whitespace_between_tokens() {
     assert_eq!(
-        minified("{ \"a b\": [ 1, 2.50 ],\n  \"c\": \"x \\\" y\" }"),
+        fixtures::minified("{ \"a b\": [ 1, 2.50 ],\n  \"c\": \"x \\\" y\" }"),
         "{\"a b\":[1,2.50],\"c\":\"x \\\" y\"}"
     );
 }

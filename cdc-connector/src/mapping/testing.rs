@@ -178,35 +178,8 @@ impl<T> std::ops::Deref for Golden<T> {
 
 /// The golden event of `schemas/fixtures/` for `T`.
 pub fn golden<T: EventPayload>() -> Golden<T> {
-    let text = match T::NAME {
-        "CustomerChangeEvent" => include_str!("../../../schemas/fixtures/CustomerChangeEvent.json"),
-        "FulfillmentRequestEvent" => {
-            include_str!("../../../schemas/fixtures/FulfillmentRequestEvent.json")
-        }
-        "OrderStatusChangeEvent" => {
-            include_str!("../../../schemas/fixtures/OrderStatusChangeEvent.json")
-        }
-        other => panic!("no golden event {other}"),
-    };
-    // Whitespace between tokens dropped; strings (which may hold spaces) kept as written.
-    let mut body = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
-        if in_string {
-            body.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-            body.push(c);
-        } else if !c.is_whitespace() {
-            body.push(c);
-        }
-    }
+    let body = storefront_schemas::fixtures::golden_body(T::NAME)
+        .unwrap_or_else(|| panic!("no golden event {}", T::NAME));
     let event = T::from_json(body.as_bytes()).unwrap();
     Golden {
         event,
