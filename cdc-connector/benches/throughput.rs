@@ -23,8 +23,9 @@
 //!      counting only the events published after that poll (the start-up left out).
 //!
 //! Run: `cargo bench -p cdc-connector --bench throughput` (starts the local stack if needed).
+//! `BENCH_CONNECTOR_BIN=<path>` runs another build of the connector instead of this one's.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cdc_connector::checkpoint::CheckpointStore;
@@ -150,6 +151,14 @@ async fn bare_drain(accounts: &Namespace, marker: &ResumeToken, events: usize) -
     run
 }
 
+/// The connector binary to run: this build's, or `BENCH_CONNECTOR_BIN` (another build, to compare
+/// two versions of the code on the same stack in one session).
+fn connector_binary() -> PathBuf {
+    std::env::var_os("BENCH_CONNECTOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cdc-connector")))
+}
+
 /// Runs the release connector from `marker` until Kafka acknowledged `events` events.
 async fn connector(accounts: &Namespace, marker: &ResumeToken, events: usize) -> ConnectorRun {
     let topics = StorefrontTopics {
@@ -206,7 +215,7 @@ async fn connector(accounts: &Namespace, marker: &ResumeToken, events: usize) ->
 
     let started = Instant::now();
     let mut daemon = Daemon::spawn(
-        Path::new(env!("CARGO_BIN_EXE_cdc-connector")),
+        &connector_binary(),
         &["--config", path.to_str().unwrap(), "run"],
     );
     let pid = daemon.pid();

@@ -112,8 +112,9 @@ impl Publisher {
         event: &OutboundEvent,
         shutdown: &CancellationToken,
     ) -> Result<DeliveryFuture, PublishError> {
-        let headers = event.metadata.to_headers().into_iter().fold(
-            OwnedHeaders::new(),
+        let metadata = event.metadata.headers();
+        let headers = metadata.iter().fold(
+            OwnedHeaders::new_with_capacity(metadata.len()),
             |headers, (key, value)| {
                 headers.insert(Header {
                     key,

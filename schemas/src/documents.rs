@@ -480,8 +480,13 @@ fn trim_fraction_zeros(text: &str) -> String {
 
 /// A BSON type's name as the MongoDB manual spells it, for error messages.
 pub fn bson_type_name(value: &Bson) -> &'static str {
+    element_type_name(value.element_type())
+}
+
+/// The name MongoDB's `$type` gives BSON type `kind`.
+pub fn element_type_name(kind: bson::spec::ElementType) -> &'static str {
     use bson::spec::ElementType::*;
-    match value.element_type() {
+    match kind {
         Double => "double",
         String => "string",
         EmbeddedDocument => "object",

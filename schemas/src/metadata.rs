@@ -13,6 +13,7 @@
 //!   ([`SourcePosition::as_u64`]); it orders the changes of one document, and projections guard
 //!   their writes with it so a stale event never overwrites newer data.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -155,25 +156,43 @@ pub enum HeaderError {
 }
 
 impl EventMetadata {
-    /// The Kafka headers of the CloudEvents binary binding, in a fixed order.
-    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (header::SPEC_VERSION, CLOUDEVENTS_SPEC_VERSION.to_owned()),
-            (header::ID, self.id.clone()),
-            (header::TYPE, self.event_type.ce_type().to_owned()),
+    /// The Kafka headers of the CloudEvents binary binding, in a fixed order, borrowing what
+    /// needs no formatting (the producer copies every value anyway).
+    pub fn headers(&self) -> [(&'static str, Cow<'_, str>); 9] {
+        [
+            (
+                header::SPEC_VERSION,
+                Cow::Borrowed(CLOUDEVENTS_SPEC_VERSION),
+            ),
+            (header::ID, Cow::Borrowed(&self.id)),
+            (header::TYPE, Cow::Borrowed(self.event_type.ce_type())),
             (
                 header::SOURCE,
-                format!(
+                Cow::Owned(format!(
                     "/mongodb/{}/{}",
                     self.source.database, self.source.collection
-                ),
+                )),
             ),
-            (header::TIME, format_time(self.time_ms)),
-            (header::SUBJECT, self.subject.clone()),
-            (header::CLUSTER_TIME, self.position.as_u64().to_string()),
-            (header::SCHEMA_VERSION, self.schema_version.to_string()),
-            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::TIME, Cow::Owned(format_time(self.time_ms))),
+            (header::SUBJECT, Cow::Borrowed(&self.subject)),
+            (
+                header::CLUSTER_TIME,
+                Cow::Owned(self.position.as_u64().to_string()),
+            ),
+            (
+                header::SCHEMA_VERSION,
+                Cow::Owned(self.schema_version.to_string()),
+            ),
+            (header::CONTENT_TYPE, Cow::Borrowed("application/json")),
         ]
+    }
+
+    /// [`EventMetadata::headers`] as owned strings.
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        self.headers()
+            .into_iter()
+            .map(|(name, value)| (name, value.into_owned()))
+            .collect()
     }
 
     /// Reads metadata back from headers (`name`, raw value) as a consumer sees them.

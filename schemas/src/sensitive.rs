@@ -20,10 +20,11 @@
 
 use std::borrow::Cow;
 
-use bson::{Bson, RawBson, RawDocument, RawDocumentBuf};
+use bson::spec::ElementType;
+use bson::{RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::documents::bson_type_name;
+use crate::documents::element_type_name;
 
 /// Sensitive field paths per source, beyond the contract's (configuration).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,9 +78,9 @@ pub struct Redaction {
     paths: Vec<Vec<String>>,
 }
 
-/// The marker that replaces a sensitive value of type `value`'s.
-pub fn marker(value: &Bson) -> String {
-    format!("[redacted {}]", bson_type_name(value))
+/// The marker that replaces a sensitive value of BSON type `kind`.
+fn marker(kind: ElementType) -> String {
+    format!("[redacted {}]", element_type_name(kind))
 }
 
 impl Redaction {
@@ -101,6 +102,9 @@ impl Redaction {
 
     /// `document` with every sensitive value replaced by its marker; `document` itself when no
     /// top-level field is sensitive.
+    ///
+    /// Works on the raw bytes throughout (this runs for every document read): fields off every
+    /// sensitive path are copied as they are, and only the values on one are rebuilt.
     pub fn apply<'a>(&self, document: &'a RawDocument) -> Cow<'a, RawDocument> {
         let touches = |key: &str| self.paths.iter().any(|path| path[0] == key);
         let sensitive = document
@@ -109,69 +113,134 @@ impl Redaction {
         if !sensitive {
             return Cow::Borrowed(document);
         }
-        let mut redacted = RawDocumentBuf::new();
-        for element in document.iter() {
-            let Ok((key, value)) = element else {
-                // Bytes that cannot be read any further cannot be checked: they are not kept.
-                redacted.append("[unreadable]", "[redacted]");
-                break;
-            };
-            if !touches(key) {
-                redacted.append_ref(key, value);
-                continue;
-            }
-            let mut tree = Bson::try_from(value.to_raw_bson())
-                .unwrap_or_else(|_| Bson::String("[redacted]".to_owned()));
-            for path in self.paths.iter().filter(|path| path[0] == key) {
-                redact_at(&mut tree, &path[1..]);
-            }
-            let raw = RawBson::try_from(tree).unwrap_or_else(|_| RawBson::from("[redacted]"));
-            redacted.append(key, raw);
-        }
-        Cow::Owned(redacted)
+        let paths: Vec<&[String]> = self.paths.iter().map(Vec::as_slice).collect();
+        Cow::Owned(redact_document(document, &paths))
     }
 }
 
-/// Redacts what `rest` (the remaining path segments) names under `value`.
-fn redact_at(value: &mut Bson, rest: &[String]) {
-    let Some((segment, deeper)) = rest.split_first() else {
-        redact_all(value);
-        return;
-    };
-    match value {
-        Bson::Document(document) => {
-            if let Some(child) = document.get_mut(segment) {
-                redact_at(child, deeper);
-            }
+/// `document` with what `paths` (each the remaining segments, none empty) name redacted.
+///
+/// The elements off every path are copied as byte runs; only those on one are rewritten.
+fn redact_document(document: &RawDocument, paths: &[&[String]]) -> RawDocumentBuf {
+    let bytes = document.as_bytes();
+    let mut redacted = Vec::with_capacity(bytes.len() + 64);
+    redacted.extend_from_slice(&[0; 4]); // the length, written last
+    // `bytes[copied..offset]` are elements kept as they are, not yet copied.
+    let mut copied = 4;
+    let mut offset = 4;
+    for element in document.iter_elements() {
+        let Ok(element) = element else {
+            // Bytes that cannot be read any further cannot be checked: they are not kept.
+            redacted.extend_from_slice(&bytes[copied..offset]);
+            append_element(&mut redacted, "[unreadable]", RawBson::from("[redacted]"));
+            copied = offset;
+            break;
+        };
+        let key = element.key();
+        let size = 1 + key.len() + 1 + element.len(); // type, key, NUL, value
+        let deeper: Vec<&[String]> = paths
+            .iter()
+            .filter(|path| path[0] == key)
+            .map(|path| &path[1..])
+            .collect();
+        if !deeper.is_empty() {
+            redacted.extend_from_slice(&bytes[copied..offset]);
+            let value = element.value().map_or_else(
+                |_| RawBson::from("[redacted]"),
+                |value| redact_value(value, &deeper),
+            );
+            append_element(&mut redacted, key, value);
+            copied = offset + size;
         }
-        Bson::Array(items) => match segment.parse::<usize>() {
-            // `cards.0.number`: the element at that index.
-            Ok(index) => {
-                if let Some(item) = items.get_mut(index) {
-                    redact_at(item, deeper);
+        offset += size;
+    }
+    redacted.extend_from_slice(&bytes[copied..offset]);
+    redacted.push(0);
+    let length = i32::try_from(redacted.len()).unwrap_or(i32::MAX);
+    redacted[..4].copy_from_slice(&length.to_le_bytes());
+    RawDocumentBuf::from_bytes(redacted)
+        .unwrap_or_else(|_| unreachable!("a length prefix, whole elements and a NUL"))
+}
+
+/// Writes the element `key: value` at the end of `elements` (a document's element bytes).
+fn append_element(elements: &mut Vec<u8>, key: &str, value: RawBson) {
+    let mut single = RawDocumentBuf::new();
+    single.append(key, value);
+    let bytes = single.as_bytes();
+    elements.extend_from_slice(&bytes[4..bytes.len() - 1]);
+}
+
+/// `value` with what `rest` (the remaining segments of each path reaching it) names redacted.
+fn redact_value(value: RawBsonRef<'_>, rest: &[&[String]]) -> RawBson {
+    if rest.iter().any(|path| path.is_empty()) {
+        return redact_all(value);
+    }
+    match value {
+        RawBsonRef::Document(document) => RawBson::Document(redact_document(document, rest)),
+        RawBsonRef::Array(items) => {
+            let mut redacted = RawArrayBuf::new();
+            for (index, item) in items.into_iter().enumerate() {
+                let Ok(item) = item else {
+                    redacted.push("[redacted]");
+                    break;
+                };
+                // `cards.0.number` names the element at that index, `cards.number` every one.
+                let deeper: Vec<&[String]> = rest
+                    .iter()
+                    .filter_map(|path| match path[0].parse::<usize>() {
+                        Ok(wanted) if wanted == index => Some(&path[1..]),
+                        Ok(_) => None,
+                        Err(_) => Some(*path),
+                    })
+                    .collect();
+                if deeper.is_empty() {
+                    redacted.push(item.to_raw_bson());
+                } else {
+                    redacted.push(redact_value(item, &deeper));
                 }
             }
-            // `cards.number`: in every element.
-            Err(_) => items.iter_mut().for_each(|item| redact_at(item, rest)),
-        },
+            RawBson::Array(redacted)
+        }
+        RawBsonRef::Null => RawBson::Null,
         // A parent of the wrong type may hold the sensitive data in another shape.
-        Bson::Null => {}
-        other => *other = Bson::String(marker(other)),
+        other => RawBson::String(marker(other.element_type())),
     }
 }
 
-/// Replaces every leaf under `value` by its marker, keeping keys and list lengths.
-fn redact_all(value: &mut Bson) {
+/// Every leaf under `value` replaced by its marker, keeping keys and list lengths.
+fn redact_all(value: RawBsonRef<'_>) -> RawBson {
     match value {
-        Bson::Document(document) => document.iter_mut().for_each(|(_, v)| redact_all(v)),
-        Bson::Array(items) => items.iter_mut().for_each(redact_all),
-        other => *other = Bson::String(marker(other)),
+        RawBsonRef::Document(document) => {
+            let mut redacted = RawDocumentBuf::new();
+            for element in document.iter() {
+                let Ok((key, value)) = element else {
+                    redacted.append("[unreadable]", "[redacted]");
+                    break;
+                };
+                redacted.append(key, redact_all(value));
+            }
+            RawBson::Document(redacted)
+        }
+        RawBsonRef::Array(items) => {
+            let mut redacted = RawArrayBuf::new();
+            for item in items {
+                match item {
+                    Ok(item) => redacted.push(redact_all(item)),
+                    Err(_) => {
+                        redacted.push("[redacted]");
+                        break;
+                    }
+                }
+            }
+            RawBson::Array(redacted)
+        }
+        other => RawBson::String(marker(other.element_type())),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use bson::{Document, doc};
+    use bson::{Bson, Document, doc};
 
     use super::*;
 
@@ -257,6 +326,24 @@ mod tests {
         assert_eq!(
             redact(&["addresses.1.postalCode"], by_index),
             doc! { "addresses": [ { "postalCode": "N1" }, { "postalCode": "[redacted string]" } ] }
+        );
+    }
+
+    #[test]
+    fn fields_off_the_paths_keep_their_bytes_and_order() {
+        let paths = vec!["creditCards".to_owned(), "contact.email".to_owned()];
+        let document = doc! {
+            "_id": 1, "contact": { "phone": "555", "email": "a@b", "fax": Bson::Null },
+            "creditCards": [CARD], "notes": "x", "n": 2_i64,
+        };
+        let raw = RawDocumentBuf::from_document(&document).unwrap();
+        let expected = doc! {
+            "_id": 1, "contact": { "phone": "555", "email": "[redacted string]", "fax": Bson::Null },
+            "creditCards": ["[redacted string]"], "notes": "x", "n": 2_i64,
+        };
+        assert_eq!(
+            Redaction::new(&paths).apply(&raw).as_bytes(),
+            RawDocumentBuf::from_document(&expected).unwrap().as_bytes()
         );
     }
 
