@@ -9,9 +9,9 @@
 //!    before it and the drain after it, so neither side gets the cold (or the warm) server alone.
 //!    - **Bare drain**: in this process, a new MongoDB client opens the stream exactly as the
 //!      connector's reader does (`cdc_connector::source::open`, the same `fullDocument` mode,
-//!      raw BSON events, `startAfter` the marker) and reads the whole backlog, pausing like the
-//!      connector's reader when a poll returns nothing (5 ms, doubling): the floor any connector
-//!      pays to the server. Timed from creating the client to the last event; CPU is this
+//!      raw BSON events, `startAfter` the marker) and reads the whole backlog, asking again at
+//!      once after an empty poll like the connector's reader (the server holds an empty getMore
+//!      open until a change arrives): the floor any connector pays to the server. Timed from creating the client to the last event; CPU is this
 //!      process's, sampled at both ends.
 //!    - **Connector**: the release binary with an accounts checkpoint at the marker and its topics
 //!      created beforehand (a deployment step). The clock starts before the process is spawned,
@@ -36,7 +36,6 @@ use mongodb::bson::{Document, RawDocumentBuf, doc};
 use mongodb::change_stream::event::ResumeToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
-use storefront_plumbing::retry::Backoff;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
 use storefront_tests::{Daemon, free_port, next_events, stack, unique};
@@ -124,22 +123,14 @@ async fn bare_drain(accounts: &Namespace, marker: &ResumeToken, events: usize) -
     let collection: Collection<RawDocumentBuf> = client
         .database(&accounts.database)
         .collection(&accounts.collection);
-    let mut drain =
-        cdc_connector::source::open(&collection, settings.full_document, Some(marker.clone()))
-            .await
-            .unwrap();
-    let mut idle = Backoff::new(
-        Duration::from_millis(5),
-        Duration::from_millis(settings.idle_poll_max_ms),
-    );
+    let mut drain = cdc_connector::source::open(&collection, &settings, Some(marker.clone()))
+        .await
+        .unwrap();
     let mut drained = 0;
     while drained < events {
-        match drain.next_if_any().await.unwrap() {
-            Some(_) => {
-                drained += 1;
-                idle.reset();
-            }
-            None => tokio::time::sleep(idle.next_delay()).await,
+        // An empty poll is a getMore the server held open (awaitData): ask again at once.
+        if drain.next_if_any().await.unwrap().is_some() {
+            drained += 1;
         }
     }
     let run = Run {

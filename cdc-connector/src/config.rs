@@ -71,7 +71,13 @@ pub struct StreamSettings {
     /// Events published but not yet acknowledged by Kafka, per stream. When reached, the stream
     /// waits for acknowledgements: backpressure, never dropping.
     pub max_in_flight: usize,
-    /// Longest pause between polls of an idle change stream, in milliseconds.
+    /// How long the server holds an empty `getMore` of a change stream open, waiting for a
+    /// change (`maxAwaitTimeMS`), in milliseconds. A change ends the wait at once, so this bounds
+    /// only how often an idle stream asks (and how fresh its idle resume token is).
+    pub max_await_ms: u64,
+    /// Longest pause between polls of an idle change stream, in milliseconds, used only with a
+    /// server that answers an empty `getMore` at once instead of waiting `max_await_ms` (MongoDB
+    /// waits; the stock mongo-java-server does not).
     pub idle_poll_max_ms: u64,
     /// Largest event payload published, in bytes; a larger one goes to the dead-letter topic.
     /// Keep it at or below the topics' `max.message.bytes` (1 MiB by default).
@@ -106,6 +112,7 @@ impl Default for StreamSettings {
             snapshot: SnapshotMode::Initial,
             on_lost_history: LostHistoryPolicy::Fail,
             max_in_flight: 10_000,
+            max_await_ms: 1_000,
             idle_poll_max_ms: 500,
             max_event_bytes: 1_000_000,
             dead_letter_topic: "storefront-cdc.connector.dead-letter".to_owned(),
@@ -247,6 +254,12 @@ impl Validate for ConnectorConfig {
         if self.stream.max_in_flight == 0 {
             problems.push("stream.max_in_flight must be at least 1".into());
         }
+        // Shorter waits would make idle streams ask the server tens of times a second, and blur
+        // a server that waits with one that answers at once (the reader tells them apart by how
+        // long an empty poll took).
+        if self.stream.max_await_ms < 100 {
+            problems.push("stream.max_await_ms must be at least 100".into());
+        }
         if self.stream.idle_poll_max_ms == 0 {
             problems.push("stream.idle_poll_max_ms must be at least 1".into());
         }
@@ -370,7 +383,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "[new_topics]\npartitions = 0\n[topics]\ncustomer_change = \"bad topic\"\n[mongo]\nuri = \"localhost\"\n",
+            "[new_topics]\npartitions = 0\n[topics]\ncustomer_change = \"bad topic\"\n[mongo]\nuri = \"localhost\"\n[stream]\nmax_await_ms = 10\n",
         )
         .unwrap();
         let error =
@@ -381,6 +394,7 @@ mod tests {
             "new_topics.partitions",
             "topics.customer_change",
             "mongo.uri",
+            "stream.max_await_ms",
         ] {
             assert!(error.contains(expected), "{expected} missing in: {error}");
         }

@@ -327,7 +327,7 @@ impl StreamPipeline {
         &self,
         token: Option<ResumeToken>,
     ) -> Result<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>, mongodb::error::Error> {
-        source::open(&self.collection, self.settings.full_document, token).await
+        source::open(&self.collection, &self.settings, token).await
     }
 
     async fn on_open_failure(

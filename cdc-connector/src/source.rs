@@ -3,12 +3,15 @@
 //! Reading (waiting on MongoDB round trips) and publishing (mapping, serialising, handing to
 //! Kafka) overlap: the reader fills a bounded channel while the pipeline works, and waits when it
 //! is full, so memory stays bounded and nothing is dropped. The reader owns the stream's
-//! lifecycle: it polls with `next_if_any` and backs off while idle (a server whose getMore returns
-//! at once would otherwise spin a core), reopens after an `invalidate` with `startAfter`, and
+//! lifecycle: it polls with `next_if_any`, each poll one `getMore` that the server holds open until
+//! a change arrives or `stream.max_await_ms` passes (MongoDB's awaitData), so an idle stream asks
+//! about once a second and a change is read the moment it is written. With a server that answers
+//! an empty `getMore` at once instead, it backs off between polls (up to
+//! `stream.idle_poll_max_ms`) rather than spin a core. It reopens after an `invalidate` with `startAfter`, and
 //! reopens after a failure from the last change it read. Everything it read reaches the pipeline
 //! in order, so the pipeline's checkpoints stay exact.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mongodb::Collection;
 use mongodb::bson::RawDocumentBuf;
@@ -117,19 +120,22 @@ pub fn lost_history_reason(error: &mongodb::error::Error) -> Option<String> {
     }
 }
 
-/// Opens a change stream on `collection` whose update events carry `mode`'s document: after
-/// `token` when given (`startAfter`, which also accepts an invalidate's token), else at the
-/// current time.
+/// Opens a change stream on `collection` as `settings` say (which document update events carry,
+/// how long an empty `getMore` waits): after `token` when given (`startAfter`, which also
+/// accepts an invalidate's token), else at the current time.
 pub async fn open(
     collection: &Collection<RawDocumentBuf>,
-    mode: FullDocumentMode,
+    settings: &StreamSettings,
     token: Option<ResumeToken>,
 ) -> Result<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>, mongodb::error::Error> {
-    let full_document = match mode {
+    let full_document = match settings.full_document {
         FullDocumentMode::PostImage => FullDocumentType::Required,
         FullDocumentMode::Lookup => FullDocumentType::UpdateLookup,
     };
-    let watch = collection.watch().full_document(full_document);
+    let watch = collection
+        .watch()
+        .full_document(full_document)
+        .max_await_time(Duration::from_millis(settings.max_await_ms));
     match token {
         Some(token) => watch.start_after(token).await,
         None => watch.await,
@@ -157,7 +163,10 @@ pub async fn read(
         Duration::from_millis(5),
         Duration::from_millis(reader.settings.idle_poll_max_ms),
     );
+    // An empty poll that took at least this long was a server waiting for a change (awaitData).
+    let server_waited = Duration::from_millis(reader.settings.max_await_ms / 2);
     loop {
+        let started = Instant::now();
         let polled = tokio::select! {
             () = reader.shutdown.cancelled() => return,
             polled = stream.next_if_any() => polled,
@@ -195,6 +204,13 @@ pub async fn read(
                 {
                     return;
                 }
+                if started.elapsed() >= server_waited {
+                    // The server held the getMore until maxAwaitTimeMS: ask again at once, and a
+                    // change will answer the moment it is written.
+                    idle.reset();
+                    continue;
+                }
+                // The server answered at once: pause, or this loop would spin a core.
                 let pause = idle.next_delay();
                 tokio::select! {
                     () = reader.shutdown.cancelled() => return,
@@ -257,7 +273,7 @@ impl Reader {
         token: Option<ResumeToken>,
     ) -> Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>> {
         loop {
-            match open(&self.collection, self.settings.full_document, token.clone()).await {
+            match open(&self.collection, &self.settings, token.clone()).await {
                 Ok(stream) => return Some(stream),
                 Err(error) => {
                     if self.report_if_fatal(&error).await {

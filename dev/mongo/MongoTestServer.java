@@ -25,7 +25,6 @@
 
 import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
-import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
 import de.bwaldvogel.mongo.backend.AbstractCursor;
 import de.bwaldvogel.mongo.backend.AbstractMongoBackend;
@@ -47,7 +46,27 @@ import de.bwaldvogel.mongo.exception.KeyConstraintError;
 import de.bwaldvogel.mongo.exception.MongoServerError;
 import de.bwaldvogel.mongo.exception.MongoServerException;
 import de.bwaldvogel.mongo.oplog.Oplog;
+import de.bwaldvogel.mongo.wire.MongoDatabaseHandler;
+import de.bwaldvogel.mongo.wire.MongoExceptionHandler;
+import de.bwaldvogel.mongo.wire.MongoWireMessageEncoder;
+import de.bwaldvogel.mongo.wire.MongoWireProtocolHandler;
+import de.bwaldvogel.mongo.wire.MongoWireReplyEncoder;
+import de.bwaldvogel.mongo.wire.message.MongoMessage;
+import de.bwaldvogel.mongo.wire.message.MongoQuery;
+import de.bwaldvogel.mongo.wire.message.MongoReply;
+import io.netty.bootstrap.ServerBootstrap;
 import io.netty.channel.Channel;
+import io.netty.channel.ChannelDuplexHandler;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.ChannelPromise;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.group.ChannelGroup;
+import io.netty.channel.group.DefaultChannelGroup;
+import io.netty.channel.nio.NioEventLoopGroup;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
 import org.h2.mvstore.MVMap;
 import org.h2.mvstore.MVStore;
 
@@ -56,6 +75,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Instant;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.HashMap;
@@ -65,7 +85,10 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Supplier;
 import java.util.stream.Stream;
@@ -130,6 +153,9 @@ public class MongoTestServer {
 
         Clock getClock();
 
+        /** Our behaviour (oplog, cursors, awaitData). */
+        StackCore core();
+
         /** The backend's own command handling, without our hooks. */
         Document baseHandleCommand(Channel channel, String database, String command, Document query);
     }
@@ -184,6 +210,11 @@ public class MongoTestServer {
         public CursorRegistry cursors() {
             return getCursorRegistry();
         }
+
+        @Override
+        public StackCore core() {
+            return core;
+        }
     }
 
     /** In-memory backend: keeps nothing across a restart (its oplog is an in-memory MVStore). */
@@ -228,6 +259,11 @@ public class MongoTestServer {
         @Override
         public CursorRegistry cursors() {
             return getCursorRegistry();
+        }
+
+        @Override
+        public StackCore core() {
+            return core;
         }
     }
 
@@ -409,10 +445,37 @@ public class MongoTestServer {
         final StackOplog oplog;
         private final ReentrantLock writeLock = new ReentrantLock();
 
+        final AwaitData awaitData = new AwaitData();
+
         StackCore(StackBackend backend, MVStore store) {
             this.backend = backend;
-            this.oplog = new StackOplog(backend, store);
+            this.oplog = new StackOplog(backend, store, awaitData::written);
             startCursorIdsAtRandom(backend.cursors());
+        }
+
+        /**
+         * How long a getMore should wait before it is served (awaitData): 0 unless it names one of
+         * our change-stream cursors, on its own namespace, with nothing to return yet. Then its
+         * maxTimeMS, or MongoDB's 1 s when it sends none.
+         */
+        long awaitMillis(String database, Document command) {
+            if (!(command.get("getMore") instanceof Number id)) {
+                return 0;
+            }
+            Cursor cursor;
+            try {
+                cursor = backend.cursors().getCursor(id.longValue());
+            } catch (MongoServerException e) {
+                return 0; // the getMore itself reports CursorNotFound
+            }
+            String owner = cursorNamespaces.get(id.longValue());
+            if (!(cursor instanceof ChangeStreamCursor stream)
+                    || (owner != null && !owner.equals(database + "." + command.get("collection")))
+                    || stream.hasPending()) {
+                return 0;
+            }
+            return command.get("maxTimeMS") instanceof Number max && max.longValue() > 0
+                    ? max.longValue() : AwaitData.DEFAULT_AWAIT_MILLIS;
         }
 
         /**
@@ -461,6 +524,18 @@ public class MongoTestServer {
             if (name.equals("listcollections")) {
                 return listCollections(channel, database, command, query);
             }
+            if (name.equals("hello") || name.equals("ismaster")) {
+                return hello(channel, database, name, query);
+            }
+            if (name.equals("killcursors")) {
+                Document reply = backend.baseHandleCommand(channel, database, command, query);
+                // A getMore waiting on a killed cursor answers now (CursorNotFound), not at its timeout.
+                if (query.get("cursors") instanceof List<?> ids) {
+                    ids.stream().filter(Number.class::isInstance)
+                            .forEach(id -> awaitData.release(((Number) id).longValue()));
+                }
+                return reply;
+            }
             if (!WRITES.contains(name)) {
                 return backend.baseHandleCommand(channel, database, command, query);
             }
@@ -487,6 +562,24 @@ public class MongoTestServer {
             } finally {
                 writeLock.unlock();
             }
+        }
+
+        /**
+         * hello (MongoDB 4.4.2+; the library knows only isMaster) answers as isMaster with
+         * isWritablePrimary in place of ismaster; an isMaster sent with helloOk says helloOk, so
+         * drivers switch to hello as they do with MongoDB.
+         */
+        private Document hello(Channel channel, String database, String name, Document query) {
+            Document reply = backend.baseHandleCommand(channel, database, "isMaster", query);
+            if (name.equals("hello")) {
+                Document renamed = new Document();
+                reply.forEach((key, value) -> renamed.append(key.equals("ismaster") ? "isWritablePrimary" : key, value));
+                return renamed;
+            }
+            if (Utils.isTrue(query.get("helloOk"))) {
+                reply.append("helloOk", true);
+            }
+            return reply;
         }
 
         void dropDatabase(String database, Runnable base) {
@@ -918,6 +1011,251 @@ public class MongoTestServer {
     }
 
     /** MongoDB error codes used here that the library has no constants for. */
+    /**
+     * getMores of change streams waiting for a change (MongoDB's awaitData): each waits until a
+     * write in its stream's scope, a killCursors of its cursor, or its maxTimeMS. Nothing blocks:
+     * a waiter is a callback that hands the held-back getMore to its connection's event loop.
+     */
+    static final class AwaitData {
+        /** MongoDB's wait for a change stream's getMore that sends no maxTimeMS. */
+        static final long DEFAULT_AWAIT_MILLIS = 1000;
+
+        private record Waiter(ChangeStreamCursor cursor, Runnable wake) {
+        }
+
+        private final Map<Long, Waiter> waiters = new ConcurrentHashMap<>();
+
+        /**
+         * Registers `wake` for the next write in `cursor`'s scope. False, and nothing registered,
+         * when the cursor has something to return already: checked after registering, so a write
+         * between the caller's check and the registration is never missed.
+         */
+        boolean await(ChangeStreamCursor cursor, Runnable wake) {
+            Waiter waiter = new Waiter(cursor, wake);
+            waiters.put(cursor.getId(), waiter);
+            if (cursor.hasPending()) {
+                waiters.remove(cursor.getId(), waiter);
+                return false;
+            }
+            return true;
+        }
+
+        /** Forgets the waiter of `cursorId` without waking it. */
+        void cancel(long cursorId) {
+            waiters.remove(cursorId);
+        }
+
+        /** Wakes the waiter of `cursorId`, if any (its cursor was killed). */
+        void release(long cursorId) {
+            Waiter waiter = waiters.remove(cursorId);
+            if (waiter != null) {
+                waiter.wake.run();
+            }
+        }
+
+        /** An oplog entry became readable: wakes the waiters whose stream it concerns. */
+        void written(Document entry) {
+            if (waiters.isEmpty()) {
+                return;
+            }
+            waiters.forEach((id, waiter) -> {
+                if (waiter.cursor.scope().classify(entry) != Scope.Kind.SKIP && waiters.remove(id, waiter)) {
+                    waiter.wake.run();
+                }
+            });
+        }
+    }
+
+    /**
+     * Per connection, between the wire decoder and the library's command handler:
+     * - holds back a change stream's getMore that has nothing to return (AwaitData), and the
+     *   commands behind it on the same connection, so the connection's reply order stays the
+     *   request order while its event loop serves other connections;
+     * - puts operationTime and $clusterTime on every OP_MSG reply, as a replica-set member does,
+     *   and takes $clusterTime off incoming commands (the library does not know it);
+     * - answers hello/isMaster as a replica set's primary when the server runs with a set name.
+     */
+    static final class StackWireHandler extends ChannelDuplexHandler {
+        private final StackCore core;
+        private final ReplicaSet replicaSet;
+        private final ArrayDeque<Object> behind = new ArrayDeque<>();
+        private MongoMessage held;
+        private long heldCursor;
+        private ScheduledFuture<?> heldTimeout;
+        /** The command name of the request being served (no pipelining within a connection). */
+        private String serving = "";
+
+        StackWireHandler(StackCore core, ReplicaSet replicaSet) {
+            this.core = core;
+            this.replicaSet = replicaSet;
+        }
+
+        @Override
+        public void channelRead(ChannelHandlerContext ctx, Object msg) {
+            if (held != null) {
+                behind.add(msg);
+                return;
+            }
+            dispatch(ctx, msg);
+        }
+
+        private void dispatch(ChannelHandlerContext ctx, Object msg) {
+            if (msg instanceof MongoMessage message) {
+                Document command = message.getDocument();
+                command.remove("$clusterTime");
+                serving = command.isEmpty() ? "" : command.keySet().iterator().next().toLowerCase(Locale.ROOT);
+                if (serving.equals("getmore")) {
+                    long wait = core.awaitMillis(message.getDatabaseName(), command);
+                    long cursorId = wait > 0 ? ((Number) command.get("getMore")).longValue() : 0;
+                    if (wait > 0 && core.backend.cursors().getCursor(cursorId) instanceof ChangeStreamCursor stream
+                            && core.awaitData.await(stream, () -> ctx.executor().execute(() -> release(ctx)))) {
+                        held = message;
+                        heldCursor = cursorId;
+                        heldTimeout = ctx.executor().schedule(() -> release(ctx), wait, TimeUnit.MILLISECONDS);
+                        return;
+                    }
+                }
+            } else if (msg instanceof MongoQuery query) {
+                Document command = query.getQuery();
+                serving = command == null || command.isEmpty() ? ""
+                        : command.keySet().iterator().next().toLowerCase(Locale.ROOT);
+            }
+            ctx.fireChannelRead(msg);
+        }
+
+        /** Serves the held getMore (woken or timed out), then whatever queued behind it. */
+        private void release(ChannelHandlerContext ctx) {
+            if (held == null) {
+                return;
+            }
+            heldTimeout.cancel(false);
+            core.awaitData.cancel(heldCursor);
+            MongoMessage message = held;
+            held = null;
+            ctx.fireChannelRead(message);
+            while (held == null && !behind.isEmpty()) {
+                dispatch(ctx, behind.poll());
+            }
+        }
+
+        @Override
+        public void channelInactive(ChannelHandlerContext ctx) throws Exception {
+            if (held != null) {
+                heldTimeout.cancel(false);
+                core.awaitData.cancel(heldCursor);
+                held = null;
+            }
+            behind.clear();
+            super.channelInactive(ctx);
+        }
+
+        @Override
+        public void write(ChannelHandlerContext ctx, Object msg, ChannelPromise promise) throws Exception {
+            boolean hello = serving.equals("hello") || serving.equals("ismaster");
+            if (msg instanceof MongoMessage reply) {
+                BsonTimestamp time = core.oplog.operationTime();
+                if (hello) {
+                    replicaSet.describe(reply.getDocument(), time);
+                }
+                reply.getDocument()
+                        .append("operationTime", time)
+                        .append("$clusterTime", new Document("clusterTime", time)
+                                .append("signature", new Document("hash", new de.bwaldvogel.mongo.bson.BinData(new byte[20]))
+                                        .append("keyId", 0L)));
+            } else if (msg instanceof MongoReply reply && hello && !reply.getDocuments().isEmpty()) {
+                replicaSet.describe(reply.getDocuments().get(0), core.oplog.operationTime());
+            }
+            super.write(ctx, msg, promise);
+        }
+    }
+
+    /**
+     * What hello says about the topology. With a set name the server describes itself as the
+     * primary of a one-member replica set, as `rs.initiate()` on one mongod does; without one it
+     * stays a standalone (the library's own reply). No topologyVersion: drivers that see one
+     * switch to streaming monitoring (hello with the exhaustAllowed flag), which the library's
+     * wire decoder refuses, closing the connection.
+     */
+    record ReplicaSet(String name, String me) {
+        void describe(Document hello, BsonTimestamp time) {
+            if (name.isEmpty() || !Utils.isTrue(hello.get("ok"))) {
+                return;
+            }
+            hello.append("setName", name)
+                    .append("setVersion", 1)
+                    .append("hosts", List.of(me))
+                    .append("primary", me)
+                    .append("me", me)
+                    .append("secondary", false)
+                    .append("electionId", new de.bwaldvogel.mongo.bson.ObjectId("7fffffff0000000000000001"))
+                    .append("lastWrite", new Document("opTime", new Document("ts", time).append("t", 1L))
+                            .append("lastWriteDate", Instant.ofEpochSecond(time.getTime()))
+                            .append("majorityOpTime", new Document("ts", time).append("t", 1L))
+                            .append("majorityWriteDate", Instant.ofEpochSecond(time.getTime())));
+        }
+    }
+
+    /**
+     * The network side: the library's MongoServer wiring (same codec and handlers, same netty
+     * options), with StackWireHandler in front of the command handler, which MongoServer has no
+     * hook for.
+     */
+    static final class StackServer {
+        private final AbstractMongoBackend backend;
+        private final StackCore core;
+        private EventLoopGroup bossGroup;
+        private EventLoopGroup workerGroup;
+        private ChannelGroup channels;
+        private Channel listener;
+
+        StackServer(AbstractMongoBackend backend, StackCore core) {
+            this.backend = backend;
+            this.core = core;
+        }
+
+        void bind(String host, int port, String replicaSetName) {
+            bossGroup = new NioEventLoopGroup(0, new de.bwaldvogel.mongo.MongoThreadFactory("mongo-server-boss"));
+            workerGroup = new NioEventLoopGroup(0, new de.bwaldvogel.mongo.MongoThreadFactory("mongo-server-worker"));
+            channels = new DefaultChannelGroup("mongodb-channels", workerGroup.next());
+            ReplicaSet replicaSet = new ReplicaSet(replicaSetName, host + ":" + port);
+            listener = new ServerBootstrap()
+                    .group(bossGroup, workerGroup)
+                    .channel(NioServerSocketChannel.class)
+                    .option(ChannelOption.SO_BACKLOG, 100)
+                    .localAddress(new java.net.InetSocketAddress(host, port))
+                    .childOption(ChannelOption.TCP_NODELAY, Boolean.TRUE)
+                    .childHandler(new ChannelInitializer<SocketChannel>() {
+                        @Override
+                        protected void initChannel(SocketChannel channel) {
+                            channel.pipeline().addLast(new MongoWireReplyEncoder());
+                            channel.pipeline().addLast(new MongoWireMessageEncoder());
+                            channel.pipeline().addLast(new MongoWireProtocolHandler());
+                            channel.pipeline().addLast(new StackWireHandler(core, replicaSet));
+                            channel.pipeline().addLast(new MongoDatabaseHandler(backend, channels));
+                            channel.pipeline().addLast(new MongoExceptionHandler());
+                        }
+                    })
+                    .bind()
+                    .syncUninterruptibly()
+                    .channel();
+        }
+
+        /** Stops listening, closes every connection (ending waiting getMores), closes the backend. */
+        void shutdown() {
+            if (listener != null) {
+                listener.close().syncUninterruptibly();
+            }
+            if (channels != null) {
+                channels.close().syncUninterruptibly();
+            }
+            if (workerGroup != null) {
+                workerGroup.shutdownGracefully(0, 5, TimeUnit.SECONDS).syncUninterruptibly();
+                bossGroup.shutdownGracefully(0, 5, TimeUnit.SECONDS).syncUninterruptibly();
+            }
+            backend.close();
+        }
+    }
+
     static final class ErrorCodes {
         static final int ILLEGAL_OPERATION = 20;
         static final int INVALID_OPTIONS = 72;
@@ -1096,8 +1434,13 @@ public class MongoTestServer {
         private BsonTimestamp lastTs; // guarded by this
         private final ThreadLocal<WriteContext> writeContext = new ThreadLocal<>();
 
-        StackOplog(StackBackend backend, MVStore store) {
+        /** Told of every entry once readers can read it (wakes waiting getMores). */
+        private final java.util.function.Consumer<Document> written;
+        private BsonTimestamp lastReported = new BsonTimestamp(0); // guarded by this
+
+        StackOplog(StackBackend backend, MVStore store, java.util.function.Consumer<Document> written) {
             this.backend = backend;
+            this.written = written;
             this.clock = backend.getClock();
             this.entries = store.openMap(MAP_NAME);
             // Same MVStore as the oplog (and with H2 the data): the option survives a restart.
@@ -1130,13 +1473,20 @@ public class MongoTestServer {
             return seq <= 0 ? null : entries.get(seq);
         }
 
-        /** A time no entry has yet and every later entry will be at or after. */
+        /**
+         * A time no entry has yet and every later entry will be at or after; never less than one
+         * reported before (replies carry it as operationTime, which must not go backwards).
+         */
         synchronized BsonTimestamp operationTime() {
             long now = clock.instant().getEpochSecond();
-            if (now > lastTs.getTime()) {
-                return new BsonTimestamp(Instant.ofEpochSecond(now), 0);
+            BsonTimestamp time = now > lastTs.getTime()
+                    ? new BsonTimestamp(Instant.ofEpochSecond(now), 0)
+                    : new BsonTimestamp(Instant.ofEpochSecond(lastTs.getTime()), lastTs.getInc() + 1);
+            if (time.compareTo(lastReported) < 0) {
+                time = lastReported;
             }
-            return new BsonTimestamp(Instant.ofEpochSecond(lastTs.getTime()), lastTs.getInc() + 1);
+            lastReported = time;
+            return time;
         }
 
         private synchronized void append(String op, Ns ns, Document fields) {
@@ -1155,6 +1505,7 @@ public class MongoTestServer {
             entries.put(seq, entry);
             lastTs = ts;
             lastSeq = seq; // published last: readers only read up to lastSeq
+            written.accept(entry);
         }
 
         void logInsert(Ns ns, Document document) {
@@ -1565,9 +1916,9 @@ public class MongoTestServer {
 
     /**
      * A change stream's cursor: a position in the oplog (the last sequence number consumed), read
-     * forward with `get(seq)`; never a scan from the start. getMore returns at once, empty when
-     * nothing is new (MongoDB would wait up to maxAwaitTimeMS; blocking here would block a netty
-     * event loop that other connections share).
+     * forward with `get(seq)`; never a scan from the start. A getMore with nothing to return waits
+     * like MongoDB's awaitData, without blocking a thread: StackWireHandler holds it back until a
+     * write in the stream's scope or its maxTimeMS (AwaitData).
      */
     static final class ChangeStreamCursor extends AbstractCursor {
         /** Default getMore batch (MongoDB fills 16 MB; our events are small and this bounds a batch). */
@@ -1608,6 +1959,34 @@ public class MongoTestServer {
 
         synchronized Document postBatchResumeToken() {
             return resumeToken;
+        }
+
+        Scope scope() {
+            return scope;
+        }
+
+        /**
+         * Whether a getMore has something to return now: an event of this stream's scope past its
+         * position, a pending invalidate, or more entries of other namespaces than one getMore
+         * scans (it then returns an empty batch with a newer resume token). An event a $match
+         * stage filters out counts too (the getMore then answers an empty batch: a wait cut short).
+         */
+        synchronized boolean hasPending() {
+            if (finished || pendingInvalidate) {
+                return true;
+            }
+            long last = oplog.lastSeq();
+            if (last - position > MAX_SCAN) {
+                return true;
+            }
+            for (long seq = position + 1; seq <= last; seq++) {
+                Document entry = oplog.entry(seq);
+                if (entry != null && scope.classify(entry) != Scope.Kind.SKIP
+                        && (minTs == null || StackOplog.timestampOf(entry).compareTo(minTs) >= 0)) {
+                    return true;
+                }
+            }
+            return false;
         }
 
         @Override
@@ -1969,18 +2348,19 @@ public class MongoTestServer {
         Path dataFile = Path.of(opt(opts, "data", "MONGO_DATA_FILE", "mongo-data/mongo.mv.db")).toAbsolutePath();
         String backendKind = opt(opts, "backend", "MONGO_BACKEND", "h2");
         ReportedVersion version = ReportedVersion.parse(opt(opts, "version", "MONGO_REPORTED_VERSION", "6.0"));
+        String replicaSet = opt(opts, "replica-set", "MONGO_REPLICA_SET", "");
 
         AbstractMongoBackend backend = createBackend(backendKind, dataFile);
         backend.version(version);
 
-        MongoServer server = new MongoServer(backend);
-        server.enableOplog(); // installs our StackOplog (createOplog); without it no change events
+        backend.enableOplog(); // installs our StackOplog (createOplog); without it no change events
+        StackServer server = new StackServer(backend, ((StackBackend) backend).core());
 
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             System.out.println("mongo-java-server shutting down");
             try {
-                server.shutdown(); // stops listening, then backend.close() (H2: closes the MVStore)
+                server.shutdown(); // stops listening, closes connections, then backend.close() (H2: closes the MVStore)
             } catch (RuntimeException e) {
                 System.err.println("error during shutdown: " + e);
                 backend.close();
@@ -1990,7 +2370,7 @@ public class MongoTestServer {
             stopped.countDown();
         }, "mongo-shutdown"));
 
-        server.bind(host, port); // synchronous: the socket accepts connections when this returns
+        server.bind(host, port, replicaSet); // synchronous: the socket accepts connections when this returns
 
         System.out.println("mongo-java-server " + describe(backendKind, dataFile) + ", reports MongoDB "
                 + version.toVersionString() + " (wire version " + version.getWireVersion() + "), stack oplog enabled");
@@ -2023,7 +2403,7 @@ public class MongoTestServer {
                 usage("missing value for --" + key);
                 return opts;
             }
-            if (!List.of("host", "port", "data", "backend", "version").contains(key)) {
+            if (!List.of("host", "port", "data", "backend", "version", "replica-set").contains(key)) {
                 usage("unknown option --" + key);
             }
             opts.put(key, value);
@@ -2042,7 +2422,7 @@ public class MongoTestServer {
     private static void usage(String problem) {
         System.err.println("MongoTestServer: " + problem);
         System.err.println("usage: java -cp <jars> MongoTestServer.java [--host H] [--port P] [--data FILE]"
-                + " [--backend h2|memory] [--version 6.0|7.0]");
+                + " [--backend h2|memory] [--version 6.0|7.0] [--replica-set NAME]");
         System.exit(2);
     }
 }

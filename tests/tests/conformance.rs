@@ -1231,3 +1231,240 @@ async fn a_get_more_on_another_collection_than_the_cursors_is_refused() {
         assert!(own.get_document("cursor").is_ok(), "{pipeline:?}: {own:?}");
     }
 }
+
+/// Opens a change stream on `collection` of `db` with an empty first batch; its cursor id.
+async fn open_cursor(db: &Database, collection: &str) -> i64 {
+    let reply = db
+        .run_command(doc! {
+            "aggregate": collection,
+            "pipeline": [{ "$changeStream": {} }],
+            "cursor": { "batchSize": 0 },
+        })
+        .await
+        .unwrap();
+    let id = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
+    assert_ne!(id, 0, "an open change stream cursor");
+    id
+}
+
+/// A getMore of a change stream and how long the server took to answer it.
+async fn timed_get_more(
+    db: &Database,
+    collection: &str,
+    id: i64,
+    max_time_ms: Option<i64>,
+) -> (Result<Document, Error>, std::time::Duration) {
+    let mut command = doc! { "getMore": id, "collection": collection };
+    if let Some(max) = max_time_ms {
+        command.insert("maxTimeMS", max);
+    }
+    let started = std::time::Instant::now();
+    let reply = db.run_command(command).await;
+    (reply, started.elapsed())
+}
+
+fn next_batch(reply: &Document) -> Vec<Document> {
+    reply
+        .get_document("cursor")
+        .unwrap()
+        .get_array("nextBatch")
+        .unwrap()
+        .iter()
+        .map(|event| event.as_document().unwrap().clone())
+        .collect()
+}
+
+/// "Change Streams" (the cursor waits: `maxAwaitTimeMS`, the `getMore` command's `maxTimeMS` for
+/// tailable awaitData cursors): a getMore on a change stream with nothing to return waits up to
+/// its maxTimeMS (1 s when it sends none) and then answers an empty batch with a resume token;
+/// it does not answer at once.
+#[tokio::test]
+async fn an_empty_get_more_waits_for_its_max_await_time() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let id = open_cursor(&db, "customer.accounts").await;
+    for (max_time_ms, at_least_ms) in [(Some(600), 550), (None, 950)] {
+        let (reply, took) = timed_get_more(&db, "customer.accounts", id, max_time_ms).await;
+        let reply = reply.unwrap();
+        println!("empty getMore, maxTimeMS {max_time_ms:?}: answered after {took:?}");
+        assert!(next_batch(&reply).is_empty(), "{reply:?}");
+        assert!(
+            reply
+                .get_document("cursor")
+                .unwrap()
+                .contains_key("postBatchResumeToken"),
+            "{reply:?}"
+        );
+        assert!(
+            took >= std::time::Duration::from_millis(at_least_ms),
+            "maxTimeMS {max_time_ms:?}: an empty getMore answered after {took:?}, without waiting"
+        );
+    }
+}
+
+/// "Change Streams" (awaitData): a waiting getMore answers as soon as a change for its stream
+/// is written, with that change, long before its maxTimeMS; a write to another collection does
+/// not end its wait with an empty batch.
+#[tokio::test]
+async fn a_waiting_get_more_answers_as_soon_as_its_change_is_written() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let id = open_cursor(&db, "customer.accounts").await;
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move { timed_get_more(&db, "customer.accounts", id, Some(30_000)).await }
+    });
+    orders(&db).insert_one(doc! { "_id": 1 }).await.unwrap();
+    let written = std::time::Instant::now();
+    accounts(&db).insert_one(doc! { "_id": 2 }).await.unwrap();
+    let (reply, took) = waiting.await.unwrap();
+    let reply = reply.unwrap();
+    println!(
+        "waiting getMore: answered after {took:?}, {:?} after the write",
+        written.elapsed()
+    );
+    let batch = next_batch(&reply);
+    assert_eq!(batch.len(), 1, "the accounts insert alone: {batch:?}");
+    assert_eq!(
+        batch[0].get_document("documentKey").unwrap(),
+        &doc! { "_id": 2 }
+    );
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the getMore waited for its maxTimeMS ({took:?}) instead of answering the write"
+    );
+}
+
+/// "killCursors": killing a cursor ends a getMore waiting on it at once (MongoDB answers it with
+/// an error; the test server with CursorNotFound), rather than at its maxTimeMS.
+#[tokio::test]
+async fn killing_a_cursor_ends_its_waiting_get_more() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let id = open_cursor(&db, "customer.accounts").await;
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move { timed_get_more(&db, "customer.accounts", id, Some(30_000)).await }
+    });
+    let other = stack().mongo_client().await;
+    other
+        .database(db.name())
+        .run_command(doc! { "killCursors": "customer.accounts", "cursors": [id] })
+        .await
+        .unwrap();
+    let (reply, took) = waiting.await.unwrap();
+    assert!(
+        reply.is_err(),
+        "a getMore on a killed cursor fails: {reply:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the getMore waited for its maxTimeMS ({took:?}) although its cursor was killed"
+    );
+}
+
+/// Each connection is served on its own, as on MongoDB: while getMores wait on several
+/// connections, other clients' commands are answered.
+#[tokio::test]
+async fn other_clients_are_served_while_get_mores_wait() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let mut waiting = Vec::new();
+    // More waiting connections than the server has event-loop threads (2 per core).
+    for _ in 0..8 {
+        let own = stack().mongo_client().await;
+        let db = own.database(db.name());
+        let id = open_cursor(&db, "customer.accounts").await;
+        waiting.push(tokio::spawn(async move {
+            let reply = timed_get_more(&db, "customer.accounts", id, Some(20_000)).await;
+            drop(own);
+            reply
+        }));
+    }
+    for n in 0..40 {
+        let pinger = stack().mongo_client().await;
+        pinger
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .unwrap();
+        orders(&db).insert_one(doc! { "_id": n }).await.unwrap();
+    }
+    assert!(
+        waiting.iter().all(|task| !task.is_finished()),
+        "every getMore is still waiting (only an accounts write ends it)"
+    );
+    accounts(&db).insert_one(doc! { "_id": 1 }).await.unwrap();
+    for task in waiting {
+        let (reply, _) = task.await.unwrap();
+        assert_eq!(next_batch(&reply.unwrap()).len(), 1);
+    }
+}
+
+/// Replica-set members put `operationTime` and `$clusterTime` on every command reply ("Causal
+/// Consistency"; drivers read both), and neither goes backwards.
+#[tokio::test]
+async fn every_reply_carries_a_non_decreasing_operation_time_and_cluster_time() {
+    let client = client().await;
+    let db = fresh_database(&client).await;
+    let commands = [
+        doc! { "ping": 1 },
+        doc! { "insert": "customer.accounts", "documents": [{ "_id": 1 }] },
+        doc! { "find": "customer.accounts", "filter": {} },
+        doc! { "aggregate": "customer.accounts", "pipeline": [{ "$changeStream": {} }], "cursor": {} },
+        doc! { "update": "customer.accounts", "updates": [{ "q": { "_id": 1 }, "u": { "$set": { "a": 1 } } }] },
+        doc! { "listCollections": 1 },
+        doc! { "hello": 1 },
+        doc! { "isMaster": 1 },
+        doc! { "count": "customer.accounts" },
+    ];
+    let mut last = Timestamp {
+        time: 0,
+        increment: 0,
+    };
+    for command in commands {
+        let reply = db.run_command(command.clone()).await.unwrap();
+        let operation_time = reply
+            .get_timestamp("operationTime")
+            .unwrap_or_else(|_| panic!("{command:?}: no operationTime in {reply:?}"));
+        let cluster_time = reply
+            .get_document("$clusterTime")
+            .and_then(|cluster| cluster.get_timestamp("clusterTime"))
+            .unwrap_or_else(|_| panic!("{command:?}: no $clusterTime in {reply:?}"));
+        assert!(
+            (operation_time.time, operation_time.increment) >= (last.time, last.increment),
+            "{command:?}: operationTime {operation_time:?} went back from {last:?}"
+        );
+        assert!(
+            (cluster_time.time, cluster_time.increment)
+                >= (operation_time.time, operation_time.increment),
+            "{command:?}: $clusterTime {cluster_time:?} before operationTime {operation_time:?}"
+        );
+        last = operation_time;
+    }
+}
+
+/// "hello" (MongoDB 4.4.2+; drivers use it once `isMaster` answers `helloOk`): the primary says
+/// it takes writes, and a replica-set member lists itself among the set's hosts as the primary.
+#[tokio::test]
+async fn hello_answers_as_a_writable_primary() {
+    let client = client().await;
+    let admin = client.database("admin");
+    let hello = admin.run_command(doc! { "hello": 1 }).await.unwrap();
+    assert_eq!(hello.get_bool("isWritablePrimary"), Ok(true), "{hello:?}");
+    let is_master = admin
+        .run_command(doc! { "isMaster": 1, "helloOk": true })
+        .await
+        .unwrap();
+    assert_eq!(is_master.get_bool("helloOk"), Ok(true), "{is_master:?}");
+    if let Ok(set_name) = hello.get_str("setName") {
+        let me = hello.get_str("me").unwrap();
+        assert_eq!(hello.get_str("primary"), Ok(me), "{hello:?}");
+        let hosts = hello.get_array("hosts").unwrap();
+        assert!(
+            hosts.iter().any(|host| host.as_str() == Some(me)),
+            "set {set_name}: {me} not among its hosts {hosts:?}"
+        );
+        assert_eq!(hello.get_bool("secondary"), Ok(false), "{hello:?}");
+    }
+}
