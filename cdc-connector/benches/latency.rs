@@ -70,8 +70,8 @@ async fn idle_cpu(pids: &[u32], quiet: Duration) -> Vec<f64> {
 fn customer(n: usize) -> Document {
     doc! {
         "_id": ObjectId::new(),
-        "name": { "firstName": format!("Quiet{n}"), "lastName": "Latency" },
-        "contact": { "email": format!("quiet{n}@example.com") },
+        "name": { "title": "Ms", "firstName": format!("Quiet{n}"), "lastName": "Latency" },
+        "contact": { "primaryPhone": "555-0100", "email": format!("quiet{n}@example.com") },
         "addresses": [],
     }
 }
