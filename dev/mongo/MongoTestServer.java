@@ -16,7 +16,9 @@
 // invalidate to any resume after an earlier drop, and rescans the whole oplog on every getMore.
 // Everything below is written for this project (docs/test-stack.md lists what still differs from
 // a replica set); it hooks into the server only through public/protected extension points:
-// AbstractMongoBackend.createOplog(), handleCommand(), handleGetMore() and dropDatabase().
+// AbstractMongoBackend.createOplog(), handleCommand(), handleGetMore() and dropDatabase(), and
+// wires the network side itself (StackServer) from the library's public codec and handlers, to
+// hold back a change stream's getMore until a change (awaitData) and add replica-set reply fields.
 // It also adds MongoDB 6.0's change-stream pre- and post-images (collection option
 // changeStreamPreAndPostImages, set with create or collMod; fullDocument whenAvailable/required,
 // fullDocumentBeforeChange), which the library lacks.
