@@ -25,17 +25,7 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{DEADLINE, Daemon, TopicReader, free_port, stack, unique};
-
-/// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
+use storefront_tests::{DEADLINE, Daemon, TopicReader, cpu_seconds, free_port, stack, unique};
 
 /// The process whose command line contains `needle` (a server of the local stack).
 fn process_with(needle: &str) -> u32 {

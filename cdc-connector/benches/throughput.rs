@@ -38,7 +38,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{Daemon, free_port, next_events, stack, unique};
+use storefront_tests::{Daemon, cpu_seconds, free_port, next_events, stack, unique};
 
 fn customer(id: ObjectId, n: usize) -> Document {
     doc! {
@@ -59,16 +59,6 @@ fn customer(id: ObjectId, n: usize) -> Document {
         // Pads the document to about 1 KB, like a real customer record with notes.
         "notes": "x".repeat(560),
     }
-}
-
-/// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
 fn high_watermark_sum(consumer: &BaseConsumer<TracingContext>, topic: &str) -> i64 {

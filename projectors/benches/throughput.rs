@@ -48,7 +48,7 @@ use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::documents::CustomerId;
 use storefront_schemas::events::{CustomerChangeEvent, FulfillmentRequestEvent};
-use storefront_tests::{Daemon, free_port, stack, unique};
+use storefront_tests::{Daemon, cpu_seconds, free_port, stack, unique};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
 
@@ -57,16 +57,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
 /// The stack's server processes, whose CPU time is reported beside each run: on a 2-core

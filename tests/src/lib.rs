@@ -324,6 +324,16 @@ pub async fn until_healthy(addr: SocketAddr) -> String {
     .await
 }
 
+/// CPU seconds (user + system) used so far by process `pid` (benches read it from `/proc`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
 /// A loopback port that was free a moment ago (for a child process's listen address).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
