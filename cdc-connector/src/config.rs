@@ -198,6 +198,11 @@ pub struct CheckpointSettings {
     pub ledger_collection: String,
     /// How often a stream saves its latest fully acknowledged resume token, in milliseconds.
     pub interval_ms: u64,
+    /// How often a stream whose token only moved while it was idle (its server's post-batch
+    /// token, which other collections' writes advance) saves it, in milliseconds. Each save is
+    /// a write to the source deployment that advances every stream's token again; saving idle
+    /// tokens often only keeps an idle connector writing.
+    pub idle_interval_ms: u64,
 }
 
 impl Default for CheckpointSettings {
@@ -207,6 +212,7 @@ impl Default for CheckpointSettings {
             collection: "checkpoints".to_owned(),
             ledger_collection: "published_once".to_owned(),
             interval_ms: 1_000,
+            idle_interval_ms: 60_000,
         }
     }
 }
@@ -308,6 +314,11 @@ impl Validate for ConnectorConfig {
                 "checkpoints.database `{}` must not be a watched database",
                 self.checkpoints.database
             ));
+        }
+        if self.checkpoints.idle_interval_ms < self.checkpoints.interval_ms {
+            problems.push(
+                "checkpoints.idle_interval_ms must be at least checkpoints.interval_ms".into(),
+            );
         }
         if self.checkpoints.interval_ms == 0 {
             problems.push("checkpoints.interval_ms must be at least 1".into());

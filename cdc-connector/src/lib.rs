@@ -157,6 +157,7 @@ async fn work(
         store: CheckpointStore::new(&client, &config.checkpoints),
         settings: config.stream.clone(),
         checkpoint_interval: Duration::from_millis(config.checkpoints.interval_ms),
+        idle_checkpoint_interval: Duration::from_millis(config.checkpoints.idle_interval_ms),
         shutdown: context.shutdown.clone(),
         health: context.health.clone(),
     };

@@ -148,6 +148,9 @@ struct Acked {
     position: Option<SourcePosition>,
     once_ids: Vec<String>,
     dirty: bool,
+    /// Only the stream's own token moved (an idle poll's post-batch token), no change was
+    /// acknowledged since the last save.
+    idle_only: bool,
 }
 
 /// One collection's stream.
@@ -161,6 +164,7 @@ pub struct StreamPipeline {
     store: CheckpointStore,
     settings: StreamSettings,
     checkpoint_interval: Duration,
+    idle_checkpoint_interval: Duration,
     shutdown: CancellationToken,
     health: Health,
     in_flight: VecDeque<Pending>,
@@ -198,6 +202,8 @@ pub struct StreamContext {
     pub settings: StreamSettings,
     /// How often to save checkpoints.
     pub checkpoint_interval: Duration,
+    /// How often to save a checkpoint that only an idle stream's token moved.
+    pub idle_checkpoint_interval: Duration,
     /// Process shutdown.
     pub shutdown: CancellationToken,
     /// Process health.
@@ -237,6 +243,7 @@ impl StreamPipeline {
             store: context.store,
             settings: context.settings,
             checkpoint_interval: context.checkpoint_interval,
+            idle_checkpoint_interval: context.idle_checkpoint_interval,
             shutdown: context.shutdown,
             health: context.health,
             in_flight: VecDeque::new(),
@@ -478,6 +485,7 @@ impl StreamPipeline {
                         && self.acked.token.as_ref() != Some(&token)
                     {
                         self.acked.token = Some(token);
+                        self.acked.idle_only = !self.acked.dirty || self.acked.idle_only;
                         self.acked.dirty = true;
                     }
                 }
@@ -799,6 +807,7 @@ impl StreamPipeline {
         if let Some(token) = done.token {
             self.acked.token = Some(token);
             self.acked.dirty = true;
+            self.acked.idle_only = false;
         }
         if done.position.is_some() {
             self.acked.position = done.position;
@@ -833,10 +842,18 @@ impl StreamPipeline {
         Ok(())
     }
 
-    /// Saves the acknowledged token when it changed and the interval passed (or `force`).
+    /// Saves the acknowledged token when it changed and the interval passed (or `force`). A token
+    /// that only an idle poll moved waits for the longer idle interval: each save is a write to
+    /// the source deployment, which moves every stream's token again, so saving it as often as
+    /// progress would keep an idle connector writing every second.
     async fn save_checkpoint(&mut self, force: bool) -> Result<(), StreamError> {
         self.metrics.checkpoint_age(self.last_saved.elapsed());
-        if !self.acked.dirty || (!force && self.last_saved.elapsed() < self.checkpoint_interval) {
+        let interval = if self.acked.idle_only {
+            self.idle_checkpoint_interval
+        } else {
+            self.checkpoint_interval
+        };
+        if !self.acked.dirty || (!force && self.last_saved.elapsed() < interval) {
             return Ok(());
         }
         let Some(token) = self.acked.token.clone() else {
@@ -848,6 +865,7 @@ impl StreamPipeline {
             .await
             .map_err(|e| self.checkpoint_error(e))?;
         self.acked.dirty = false;
+        self.acked.idle_only = false;
         self.last_saved = Instant::now();
         Ok(())
     }

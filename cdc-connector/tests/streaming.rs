@@ -20,7 +20,7 @@ use storefront_schemas::metadata::SourcePosition;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
 use storefront_tests::guard::{Watermarks, read_all};
 use storefront_tests::{
-    Daemon, Record, TopicReader, free_port, next_events, stack, unique, until_healthy,
+    Daemon, Record, TopicReader, eventually, free_port, next_events, stack, unique, until_healthy,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -1267,4 +1267,63 @@ async fn only_requests_kept_back_are_dead_lettered_as_too_large() {
         .find(|r| r.topic == config.stream.dead_letter_topic)
         .unwrap();
     assert!(letter.header("dlq_reason").contains("max_event_bytes"));
+}
+
+/// The `cdc_checkpoint_age_seconds` of `stream`, from `/metrics` at `addr`.
+async fn checkpoint_age(addr: std::net::SocketAddr, stream: &str) -> Option<f64> {
+    let (_, metrics) = storefront_tests::http_get(addr, "/metrics").await?;
+    metrics
+        .lines()
+        .find(|line| line.starts_with("cdc_checkpoint_age_seconds") && line.contains(stream))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A stream whose token only its idle polls moved saves it every `checkpoints.idle_interval_ms`,
+/// not at the progress interval: each save is a write to the source deployment, which moves
+/// every stream's post-batch token again, so saving idle tokens as often as progress kept an idle
+/// connector writing for ever. A published change is still saved at the progress interval.
+#[tokio::test]
+async fn idle_tokens_wait_for_the_idle_interval_and_progress_is_saved_at_once() {
+    let mut config = test_config();
+    config.stream.max_await_ms = 100;
+    config.checkpoints.idle_interval_ms = 600_000;
+    let connector = start(&config).await;
+    let addr = connector.connector.http_addr;
+    let accounts = config.sources.accounts.to_string();
+    // Writes to another collection move the idle streams' tokens at every poll (100 ms).
+    let noise = collection(&Namespace::new(unique("noise"), "noise")).await;
+    let written = std::sync::atomic::AtomicI32::new(0);
+    let idle_age = eventually(
+        DEADLINE,
+        "the idle accounts stream's checkpoint to age past 2 s while its token moves",
+        async || {
+            let n = written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            noise.insert_one(doc! { "_id": n }).await.unwrap();
+            checkpoint_age(addr, &accounts)
+                .await
+                .filter(|age| *age > 2.0)
+        },
+    )
+    .await;
+    assert!(written.into_inner() > 5, "the tokens moved meanwhile");
+    collection(&config.sources.accounts)
+        .await
+        .insert_one(customer(ObjectId::new(), "Progress"))
+        .await
+        .unwrap();
+    eventually(
+        DEADLINE,
+        "the accounts checkpoint saved after its change was published",
+        async || {
+            checkpoint_age(addr, &accounts)
+                .await
+                .filter(|age| *age < 1.0)
+        },
+    )
+    .await;
+    println!("idle checkpoint aged {idle_age:.1} s unsaved; progress saved at once");
+    connector.stop().await;
 }

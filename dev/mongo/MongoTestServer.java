@@ -1927,6 +1927,8 @@ public class MongoTestServer {
         private static final int DEFAULT_BATCH = 1000;
         /** Entries of other namespaces examined per call at most; the PBRT still advances. */
         private static final int MAX_SCAN = 50_000;
+        /** Entries hasPending examines at most: it runs before every getMore, on the event loop. */
+        private static final int PENDING_SCAN = 1_000;
 
         private final StackOplog oplog;
         private final Scope scope;
@@ -1969,16 +1971,17 @@ public class MongoTestServer {
 
         /**
          * Whether a getMore has something to return now: an event of this stream's scope past its
-         * position, a pending invalidate, or more entries of other namespaces than one getMore
-         * scans (it then returns an empty batch with a newer resume token). An event a $match
-         * stage filters out counts too (the getMore then answers an empty batch: a wait cut short).
+         * position, a pending invalidate, or more entries of other namespaces than this check
+         * looks at (the getMore then scans them and returns an empty batch with a newer resume
+         * token, so a stream far behind catches up without waiting). An event a $match stage
+         * filters out counts too (the getMore then answers an empty batch: a wait cut short).
          */
         synchronized boolean hasPending() {
             if (finished || pendingInvalidate) {
                 return true;
             }
             long last = oplog.lastSeq();
-            if (last - position > MAX_SCAN) {
+            if (last - position > PENDING_SCAN) {
                 return true;
             }
             for (long seq = position + 1; seq <= last; seq++) {

@@ -275,8 +275,9 @@ pub async fn eventually<T>(
 /// How long a test waits for something the stack should do in well under a second.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Reads the next `count` change events within [`DEADLINE`], polling with `next_if_any` (the test
-/// server's getMore never blocks, so a plain `next` would spin).
+/// Reads the next `count` change events within [`DEADLINE`], polling with `next_if_any` (each poll
+/// one getMore, which the server holds open up to its maxAwaitTimeMS when nothing is new), so a
+/// test never waits past its deadline on a stream that stays quiet.
 pub async fn next_events<T>(stream: &mut ChangeStream<T>, count: usize) -> Vec<T>
 where
     T: DeserializeOwned + Unpin + Send + Sync,
