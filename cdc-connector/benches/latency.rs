@@ -17,15 +17,16 @@
 //! Run: `cargo bench -p cdc-connector --bench latency` (starts the local stack if needed).
 //! `BENCH_CONNECTOR_BIN=<path>` runs another build of the connector instead of this one's.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cdc_connector::config::{CheckpointSettings, ConnectorConfig, SnapshotMode, StreamSettings};
+use cdc_connector::config::{SnapshotMode, StreamSettings};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
-use storefront_plumbing::settings::HttpSettings;
-use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{DEADLINE, Daemon, TopicReader, cpu_seconds, free_port, stack, unique};
+use storefront_schemas::topology::Namespace;
+use storefront_tests::{DEADLINE, TopicReader, cpu_seconds, stack, unique};
+
+mod common;
+use common::BenchConnector;
 
 /// The process whose command line contains `needle` (a server of the local stack).
 fn process_with(needle: &str) -> u32 {
@@ -37,12 +38,6 @@ fn process_with(needle: &str) -> u32 {
                 .is_ok_and(|line| String::from_utf8_lossy(&line).contains(needle))
         })
         .unwrap_or_else(|| panic!("no process running {needle}"))
-}
-
-fn connector_binary() -> PathBuf {
-    std::env::var_os("BENCH_CONNECTOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cdc-connector")))
 }
 
 /// Percent of one core each process used over `quiet`, in the order given.
@@ -87,49 +82,18 @@ async fn main() {
     );
 
     let accounts = Namespace::new(unique("latency_accounts"), "customer.accounts");
-    let topics = StorefrontTopics {
-        customer_change: unique("latency_customer"),
-        fulfillment_request: unique("latency_fulfill"),
-        order_status_change: unique("latency_status"),
-    };
-    let config = ConnectorConfig {
-        mongo: stack().mongo_settings(),
-        kafka: stack().kafka_settings(),
-        http: HttpSettings::on_port(free_port()),
-        sources: StorefrontNamespaces {
-            accounts: accounts.clone(),
-            orders: Namespace::new(unique("latency_orders"), "customer.orders"),
-            fulfillment: Namespace::new(unique("latency_fulfillment"), "fulfillment.requests"),
-        },
-        topics: topics.clone(),
-        stream: StreamSettings {
+    let bench = BenchConnector::prepare(
+        "latency",
+        &accounts,
+        StreamSettings {
             snapshot: SnapshotMode::Never,
-            dead_letter_topic: unique("latency_dead"),
             ..StreamSettings::default()
         },
-        checkpoints: CheckpointSettings {
-            database: unique("latency_state"),
-            ..CheckpointSettings::default()
-        },
-        ..ConnectorConfig::default()
-    };
-    storefront_plumbing::kafka::ensure_topics(
-        &config.kafka,
-        "bench",
-        &cdc_connector::topic_specs(&config),
     )
-    .await
-    .unwrap();
-    let mut file_config = config.clone();
-    file_config.log.filter = "warn".into();
-    let dir = std::env::temp_dir().join(unique("latency"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("connector.toml");
-    std::fs::write(&path, toml::to_string(&file_config).unwrap()).unwrap();
-    let mut daemon = Daemon::spawn(
-        &connector_binary(),
-        &["--config", path.to_str().unwrap(), "run"],
-    );
+    .await;
+    let config = &bench.config;
+    let topics = &config.topics;
+    let mut daemon = bench.spawn();
     let connector = daemon.pid();
     storefront_tests::until_healthy(config.http.listen).await;
 
@@ -187,5 +151,4 @@ async fn main() {
     }
     daemon.signal("TERM");
     daemon.exit_status().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

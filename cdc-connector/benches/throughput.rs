@@ -25,20 +25,21 @@
 //! Run: `cargo bench -p cdc-connector --bench throughput` (starts the local stack if needed).
 //! `BENCH_CONNECTOR_BIN=<path>` runs another build of the connector instead of this one's.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cdc_connector::checkpoint::CheckpointStore;
-use cdc_connector::config::{CheckpointSettings, ConnectorConfig, StreamSettings};
+use cdc_connector::config::StreamSettings;
 use mongodb::Collection;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
 use mongodb::change_stream::event::ResumeToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
-use storefront_plumbing::settings::HttpSettings;
-use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{Daemon, cpu_seconds, free_port, next_events, stack, unique};
+use storefront_schemas::topology::Namespace;
+use storefront_tests::{cpu_seconds, next_events, stack, unique};
+
+mod common;
+use common::BenchConnector;
 
 fn customer(id: ObjectId, n: usize) -> Document {
     doc! {
@@ -132,73 +133,23 @@ async fn bare_drain(accounts: &Namespace, marker: &ResumeToken, events: usize) -
     run
 }
 
-/// The connector binary to run: this build's, or `BENCH_CONNECTOR_BIN` (another build, to compare
-/// two versions of the code on the same stack in one session).
-fn connector_binary() -> PathBuf {
-    std::env::var_os("BENCH_CONNECTOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cdc-connector")))
-}
-
 /// Runs the release connector from `marker` until Kafka acknowledged `events` events.
 async fn connector(accounts: &Namespace, marker: &ResumeToken, events: usize) -> ConnectorRun {
-    let topics = StorefrontTopics {
-        customer_change: unique("bench_customer"),
-        fulfillment_request: unique("bench_fulfill"),
-        order_status_change: unique("bench_status"),
-    };
-    let config = ConnectorConfig {
-        mongo: stack().mongo_settings(),
-        kafka: stack().kafka_settings(),
-        http: HttpSettings::on_port(free_port()),
-        sources: StorefrontNamespaces {
-            accounts: accounts.clone(),
-            orders: Namespace::new(unique("bench_orders"), "customer.orders"),
-            fulfillment: Namespace::new(unique("bench_fulfillment"), "fulfillment.requests"),
-        },
-        topics: topics.clone(),
-        stream: StreamSettings {
-            dead_letter_topic: unique("bench_dead"),
-            ..StreamSettings::default()
-        },
-        checkpoints: CheckpointSettings {
-            database: unique("bench_state"),
-            ..CheckpointSettings::default()
-        },
-        ..ConnectorConfig::default()
-    };
+    let bench = BenchConnector::prepare("bench", accounts, StreamSettings::default()).await;
     let client = stack().mongo_client().await;
-    CheckpointStore::new(&client, &config.checkpoints)
+    CheckpointStore::new(&client, &bench.config.checkpoints)
         .save(&accounts.to_string(), marker, None, &[])
         .await
         .unwrap();
-    // Topics exist before the connector starts, as in a deployment: creating them is not
-    // publishing.
-    storefront_plumbing::kafka::ensure_topics(
-        &config.kafka,
-        "bench",
-        &cdc_connector::topic_specs(&config),
-    )
-    .await
-    .unwrap();
-    let mut file_config = config.clone();
-    file_config.log.filter = "warn".into();
-    let dir = std::env::temp_dir().join(unique("bench"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("connector.toml");
-    std::fs::write(&path, toml::to_string(&file_config).unwrap()).unwrap();
     let watermarks: BaseConsumer<TracingContext> =
         storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "bench")
             .create_with_context(TracingContext)
             .unwrap();
-    let topic = &topics.customer_change;
+    let topic = &bench.config.topics.customer_change;
     let published_before = high_watermark_sum(&watermarks, topic);
 
     let started = Instant::now();
-    let mut daemon = Daemon::spawn(
-        &connector_binary(),
-        &["--config", path.to_str().unwrap(), "run"],
-    );
+    let mut daemon = bench.spawn();
     let pid = daemon.pid();
     let cpu_before = cpu_seconds(pid);
     // (seconds, CPU seconds, events published) when Kafka first held one of its events.
@@ -220,7 +171,6 @@ async fn connector(accounts: &Namespace, marker: &ResumeToken, events: usize) ->
     let (seconds, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds(pid));
     daemon.signal("TERM");
     daemon.exit_status().await;
-    let _ = std::fs::remove_dir_all(&dir);
     let (first_seconds, first_cpu, first_published) = first.unwrap();
     println!(
         "  connector: first events in Kafka {first_seconds:.2} s after the spawn ({first_published} \

@@ -147,10 +147,19 @@ struct Acked {
     token: Option<ResumeToken>,
     position: Option<SourcePosition>,
     once_ids: Vec<String>,
-    dirty: bool,
-    /// Only the stream's own token moved (an idle poll's post-batch token), no change was
-    /// acknowledged since the last save.
-    idle_only: bool,
+    unsaved: Unsaved,
+}
+
+/// What moved the token since the last save, which sets how soon it is saved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Unsaved {
+    /// Nothing: the saved checkpoint is current.
+    #[default]
+    Nothing,
+    /// Only idle polls (their post-batch tokens): saved at the idle interval.
+    IdleToken,
+    /// Acknowledged changes: saved at the checkpoint interval.
+    Progress,
 }
 
 /// One collection's stream.
@@ -485,8 +494,9 @@ impl StreamPipeline {
                         && self.acked.token.as_ref() != Some(&token)
                     {
                         self.acked.token = Some(token);
-                        self.acked.idle_only = !self.acked.dirty || self.acked.idle_only;
-                        self.acked.dirty = true;
+                        if self.acked.unsaved == Unsaved::Nothing {
+                            self.acked.unsaved = Unsaved::IdleToken;
+                        }
                     }
                 }
                 Some(SourceMessage::Failed(SourceError::HistoryLost(reason))) => {
@@ -806,8 +816,7 @@ impl StreamPipeline {
     fn acknowledge(&mut self, done: Pending) {
         if let Some(token) = done.token {
             self.acked.token = Some(token);
-            self.acked.dirty = true;
-            self.acked.idle_only = false;
+            self.acked.unsaved = Unsaved::Progress;
         }
         if done.position.is_some() {
             self.acked.position = done.position;
@@ -848,12 +857,12 @@ impl StreamPipeline {
     /// progress would keep an idle connector writing every second.
     async fn save_checkpoint(&mut self, force: bool) -> Result<(), StreamError> {
         self.metrics.checkpoint_age(self.last_saved.elapsed());
-        let interval = if self.acked.idle_only {
-            self.idle_checkpoint_interval
-        } else {
-            self.checkpoint_interval
+        let interval = match self.acked.unsaved {
+            Unsaved::Nothing => return Ok(()),
+            Unsaved::IdleToken => self.idle_checkpoint_interval,
+            Unsaved::Progress => self.checkpoint_interval,
         };
-        if !self.acked.dirty || (!force && self.last_saved.elapsed() < interval) {
+        if !force && self.last_saved.elapsed() < interval {
             return Ok(());
         }
         let Some(token) = self.acked.token.clone() else {
@@ -864,8 +873,7 @@ impl StreamPipeline {
             .save(&self.name, &token, self.acked.position, &once_ids)
             .await
             .map_err(|e| self.checkpoint_error(e))?;
-        self.acked.dirty = false;
-        self.acked.idle_only = false;
+        self.acked.unsaved = Unsaved::Nothing;
         self.last_saved = Instant::now();
         Ok(())
     }

@@ -456,28 +456,27 @@ public class MongoTestServer {
         }
 
         /**
-         * How long a getMore should wait before it is served (awaitData): 0 unless it names one of
-         * our change-stream cursors, on its own namespace, with nothing to return yet. Then its
-         * maxTimeMS, or MongoDB's 1 s when it sends none.
+         * The change-stream cursor a getMore may wait on (awaitData): one of ours, named on its own
+         * namespace; null for any other getMore, which is served at once (an unknown id reports
+         * CursorNotFound, another namespace Unauthorized). Whether it has something to return is
+         * AwaitData.await's to check, after it registered the wait.
          */
-        long awaitMillis(String database, Document command) {
+        ChangeStreamCursor awaitable(String database, Document command) {
             if (!(command.get("getMore") instanceof Number id)) {
-                return 0;
+                return null;
             }
             Cursor cursor;
             try {
                 cursor = backend.cursors().getCursor(id.longValue());
             } catch (MongoServerException e) {
-                return 0; // the getMore itself reports CursorNotFound
+                return null;
             }
             String owner = cursorNamespaces.get(id.longValue());
             if (!(cursor instanceof ChangeStreamCursor stream)
-                    || (owner != null && !owner.equals(database + "." + command.get("collection")))
-                    || stream.hasPending()) {
-                return 0;
+                    || (owner != null && !owner.equals(database + "." + command.get("collection")))) {
+                return null;
             }
-            return command.get("maxTimeMS") instanceof Number max && max.longValue() > 0
-                    ? max.longValue() : AwaitData.DEFAULT_AWAIT_MILLIS;
+            return stream;
         }
 
         /**
@@ -1022,6 +1021,12 @@ public class MongoTestServer {
         /** MongoDB's wait for a change stream's getMore that sends no maxTimeMS. */
         static final long DEFAULT_AWAIT_MILLIS = 1000;
 
+        /** How long `getMore` waits at most: its maxTimeMS, or MongoDB's default. */
+        static long millis(Document getMore) {
+            return getMore.get("maxTimeMS") instanceof Number max && max.longValue() > 0
+                    ? max.longValue() : DEFAULT_AWAIT_MILLIS;
+        }
+
         private record Waiter(ChangeStreamCursor cursor, Runnable wake) {
         }
 
@@ -1106,16 +1111,15 @@ public class MongoTestServer {
                 Document command = message.getDocument();
                 command.remove("$clusterTime");
                 serving = command.isEmpty() ? "" : command.keySet().iterator().next().toLowerCase(Locale.ROOT);
-                if (serving.equals("getmore")) {
-                    long wait = core.awaitMillis(message.getDatabaseName(), command);
-                    long cursorId = wait > 0 ? ((Number) command.get("getMore")).longValue() : 0;
-                    if (wait > 0 && core.backend.cursors().getCursor(cursorId) instanceof ChangeStreamCursor stream
-                            && core.awaitData.await(stream, () -> ctx.executor().execute(() -> release(ctx)))) {
-                        held = message;
-                        heldCursor = cursorId;
-                        heldTimeout = ctx.executor().schedule(() -> release(ctx), wait, TimeUnit.MILLISECONDS);
-                        return;
-                    }
+                ChangeStreamCursor stream = serving.equals("getmore")
+                        ? core.awaitable(message.getDatabaseName(), command) : null;
+                // await() is false, and nothing is held, when the cursor has something to return.
+                if (stream != null && core.awaitData.await(stream, () -> ctx.executor().execute(() -> release(ctx)))) {
+                    held = message;
+                    heldCursor = stream.getId();
+                    heldTimeout = ctx.executor().schedule(() -> release(ctx), AwaitData.millis(command),
+                            TimeUnit.MILLISECONDS);
+                    return;
                 }
             } else if (msg instanceof MongoQuery query) {
                 Document command = query.getQuery();

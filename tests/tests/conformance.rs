@@ -1263,6 +1263,15 @@ async fn timed_get_more(
     (reply, started.elapsed())
 }
 
+/// A getMore of `customer.accounts` with a 30 s maxTimeMS, in its own task.
+fn spawn_long_get_more(
+    db: &Database,
+    id: i64,
+) -> tokio::task::JoinHandle<(Result<Document, Error>, std::time::Duration)> {
+    let db = db.clone();
+    tokio::spawn(async move { timed_get_more(&db, "customer.accounts", id, Some(30_000)).await })
+}
+
 fn next_batch(reply: &Document) -> Vec<Document> {
     reply
         .get_document("cursor")
@@ -1310,10 +1319,7 @@ async fn a_waiting_get_more_answers_as_soon_as_its_change_is_written() {
     let client = client().await;
     let db = fresh_database(&client).await;
     let id = open_cursor(&db, "customer.accounts").await;
-    let waiting = tokio::spawn({
-        let db = db.clone();
-        async move { timed_get_more(&db, "customer.accounts", id, Some(30_000)).await }
-    });
+    let waiting = spawn_long_get_more(&db, id);
     orders(&db).insert_one(doc! { "_id": 1 }).await.unwrap();
     let written = std::time::Instant::now();
     accounts(&db).insert_one(doc! { "_id": 2 }).await.unwrap();
@@ -1342,10 +1348,7 @@ async fn killing_a_cursor_ends_its_waiting_get_more() {
     let client = client().await;
     let db = fresh_database(&client).await;
     let id = open_cursor(&db, "customer.accounts").await;
-    let waiting = tokio::spawn({
-        let db = db.clone();
-        async move { timed_get_more(&db, "customer.accounts", id, Some(30_000)).await }
-    });
+    let waiting = spawn_long_get_more(&db, id);
     let other = stack().mongo_client().await;
     other
         .database(db.name())

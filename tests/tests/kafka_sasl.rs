@@ -57,8 +57,15 @@ fn sasl_settings() -> Option<KafkaSettings> {
     settings
 }
 
-fn wrong_password() -> String {
-    unique("wrong-password")
+/// The SASL listener's settings with a wrong password, and that password; `None` without a SASL
+/// listener.
+fn wrong_credentials() -> Option<(KafkaSettings, String)> {
+    let password = unique("wrong-password");
+    let wrong = KafkaSettings {
+        sasl_password: Some(password.clone()),
+        ..sasl_settings()?
+    };
+    Some((wrong, password))
 }
 
 /// The Kafka settings as `PREFIX_KAFKA__*` environment variables, the way an operator passes
@@ -327,13 +334,8 @@ async fn a_change_flows_through_both_binaries_on_the_sasl_listener() {
 
 #[tokio::test]
 async fn a_wrong_password_stops_each_binary_at_once_without_showing_it() {
-    let Some(sasl) = sasl_settings() else {
+    let Some((wrong, password)) = wrong_credentials() else {
         return;
-    };
-    let password = wrong_password();
-    let wrong = KafkaSettings {
-        sasl_password: Some(password.clone()),
-        ..sasl.clone()
     };
     let (mut connector, mut projectors) = configs();
     connector.kafka = wrong.clone();
@@ -367,13 +369,8 @@ async fn a_wrong_password_stops_each_binary_at_once_without_showing_it() {
 
 #[tokio::test]
 async fn a_wrong_password_in_the_environment_makes_each_process_exit_non_zero() {
-    let Some(sasl) = sasl_settings() else {
+    let Some((wrong, password)) = wrong_credentials() else {
         return;
-    };
-    let password = wrong_password();
-    let wrong = KafkaSettings {
-        sasl_password: Some(password.clone()),
-        ..sasl.clone()
     };
     let (mut connector, mut projectors) = configs();
     // Every log line, librdkafka's included, goes into the output that is searched.
