@@ -21,6 +21,9 @@
 //!   `stream.max_event_bytes` (or refused by the broker as too large), becomes a dead letter with
 //!   the reason, and the stream goes on. Any other publish failure stops the connector without
 //!   checkpointing past it.
+//! - **One writer.** The stream's checkpoint is claimed at start (`CheckpointStore::claim`) and
+//!   every save is refused once another process claimed it since; the stream then stops with
+//!   that error, so two processes never both move one checkpoint.
 //! - **Lost history.** A resume token the server no longer accepts stops the stream with an error
 //!   naming it and the remedy, or (policy `resnapshot`) snapshots the collection again.
 //! - **Sensitive data stays home.** Every document (streamed or snapshotted) is redacted by the
@@ -307,7 +310,7 @@ impl StreamPipeline {
         }
         let checkpoint = self
             .store
-            .load(&self.name)
+            .claim(&self.name)
             .await
             .map_err(|e| self.checkpoint_error(e))?;
         let start = match (self.settings.snapshot, checkpoint) {

@@ -634,6 +634,8 @@ async fn kill_9_during_a_burst_loses_no_change() {
         let checkpoint = store.load(&stream_name).await.unwrap()?;
         checkpoint.position.map(SourcePosition::as_u64)
     };
+    // Claims the checkpoint after each kill (and never saves).
+    let settled = CheckpointStore::new(&client, &config.checkpoints);
     let watermarks = Watermarks::new();
 
     // A first process publishes and checkpoints one change, and stops.
@@ -717,9 +719,11 @@ async fn kill_9_during_a_burst_loses_no_change() {
     let mut last_position = saved_position().await.unwrap();
     let mut records_before = watermarks.record_count(&[&topic]);
     for kill in 1..=KILLS {
-        // Killed once the topic holds another share of the burst and this process saved a
-        // checkpoint past the previous one.
-        let threshold = 1 + (kill * BURST / (KILLS + 2)) as i64;
+        // Killed as soon as this process has published and saved a checkpoint past the previous
+        // one: early, so the kill lands inside the burst however fast the pipeline runs (a kill
+        // at a fixed share of the burst came too late once a restart published the rest within
+        // one poll of this loop).
+        let threshold = records_before + 1;
         let mut daemon = Daemon::spawn(binary, &args);
         follow(
             &format!("kill {kill}"),
@@ -730,10 +734,18 @@ async fn kill_9_during_a_burst_loses_no_change() {
         .await;
         daemon.signal("KILL");
         daemon.exit_status().await;
-        // What the next process resumes from, and what Kafka holds: nothing writes to the topic
-        // until the restart (read until two counts agree, in case a request sent just before
-        // the kill was still being appended).
-        let position = saved_position().await.unwrap();
+        // What the next process resumes from: the test claims the checkpoint as the next process
+        // will. The killed process's last save may still reach the server after its death (it was
+        // in the socket's buffer); the claim includes it if it came first and refuses it after.
+        let position = settled
+            .claim(&stream_name)
+            .await
+            .unwrap()
+            .and_then(|checkpoint| checkpoint.position)
+            .unwrap()
+            .as_u64();
+        // And what Kafka holds: nothing writes to the topic until the restart (read until two
+        // counts agree, in case a request sent just before the kill was still being appended).
         assert!(
             position > last_position,
             "kill {kill}: the checkpoint went back"
@@ -852,10 +864,7 @@ async fn a_lost_resume_token_stops_the_connector_or_resnapshots_by_policy() {
     // A token from a position the server no longer has (cluster time 1.0, long before any entry
     // it keeps): on MongoDB that is ChangeStreamHistoryLost, on the test server "resume token
     // not found"; both mean the changes after it can no longer be read.
-    let lost: ResumeToken = mongodb::bson::from_document(doc! {
-        "_data": format!("82{:016X}{:016X}00", 1_u64 << 32, 1)
-    })
-    .unwrap();
+    let lost = token_at(1);
     let client = stack().mongo_client().await;
     let stream_name = config.sources.accounts.to_string();
     CheckpointStore::new(&client, &config.checkpoints)
@@ -883,6 +892,83 @@ async fn a_lost_resume_token_stops_the_connector_or_resnapshots_by_policy() {
         })
         .await;
     connector.stop().await;
+}
+
+/// A resume token of cluster time `seconds`.1 (the test server's and MongoDB's `_data` layout).
+fn token_at(seconds: u64) -> ResumeToken {
+    mongodb::bson::from_document(doc! {
+        "_data": format!("82{:016X}{:016X}00", seconds << 32, 1)
+    })
+    .unwrap()
+}
+
+/// One writer per checkpoint: once a process claimed a stream, an earlier owner's save is refused
+/// with the new owner named, even a first save when nothing had been saved before the claim.
+#[tokio::test]
+async fn a_claimed_checkpoint_refuses_the_earlier_owners_saves() {
+    let config = test_config();
+    let client = stack().mongo_client().await;
+    let stream = config.sources.accounts.to_string();
+    let first = CheckpointStore::new(&client, &config.checkpoints);
+    let second = CheckpointStore::new(&client, &config.checkpoints);
+    assert_ne!(first.owner(), second.owner());
+
+    assert_eq!(
+        second.claim(&stream).await.unwrap(),
+        None,
+        "nothing saved yet"
+    );
+    let refused = first.save(&stream, &token_at(7), None, &[]).await;
+    let message = refused
+        .expect_err("the first owner's first save")
+        .to_string();
+    assert!(message.contains(second.owner()), "{message}");
+
+    second.save(&stream, &token_at(8), None, &[]).await.unwrap();
+    let claimed = first.claim(&stream).await.unwrap().expect("saved");
+    assert_eq!(claimed.resume_token, token_at(8));
+    assert_eq!(claimed.owner.as_deref(), Some(first.owner()));
+    assert!(second.save(&stream, &token_at(9), None, &[]).await.is_err());
+    first.save(&stream, &token_at(10), None, &[]).await.unwrap();
+    let saved = first.load(&stream).await.unwrap().unwrap();
+    assert_eq!(saved.resume_token, token_at(10));
+}
+
+/// A running connector whose stream another process claims stops with an error naming that
+/// process at its next save, and leaves the claimed checkpoint as it was.
+#[tokio::test]
+async fn a_connector_whose_checkpoint_is_claimed_by_another_process_stops() {
+    let config = test_config();
+    let client = stack().mongo_client().await;
+    let stream = config.sources.accounts.to_string();
+    let store = CheckpointStore::new(&client, &config.checkpoints);
+    // Healthy first, so the change below is streamed (a snapshot's checkpoint has no position).
+    let running = start(&config).await;
+    let customers = collection(&config.sources.accounts).await;
+    customers
+        .insert_one(customer(ObjectId::new(), "Before"))
+        .await
+        .unwrap();
+    storefront_tests::eventually(DEADLINE, "the connector's first checkpoint", async || {
+        store.load(&stream).await.unwrap()?.position
+    })
+    .await;
+
+    let intruder = CheckpointStore::new(&client, &config.checkpoints);
+    let claimed = intruder.claim(&stream).await.unwrap().unwrap();
+    customers
+        .insert_one(customer(ObjectId::new(), "After"))
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(DEADLINE, running.connector.wait())
+        .await
+        .expect("the connector stops by itself")
+        .expect_err("stopped with an error")
+        .to_string();
+    assert!(error.contains(&stream), "{error}");
+    assert!(error.contains(intruder.owner()), "{error}");
+    let after = store.load(&stream).await.unwrap().unwrap();
+    assert_eq!(after, claimed, "the claimed checkpoint is unchanged");
 }
 
 /// Whether `namespace` exists with change-stream post-images enabled.
