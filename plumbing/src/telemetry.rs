@@ -2,7 +2,9 @@
 //!
 //! - Logs go through `tracing` (text or JSON on stderr).
 //! - Metrics are recorded with the `metrics` facade into one process-wide Prometheus recorder and
-//!   served at `GET /metrics`.
+//!   served at `GET /metrics`. Histograms render as summaries (a rolling window), except those
+//!   whose names end in [`LATENCY_SUFFIX`]: they render as cumulative Prometheus histograms with
+//!   [`LATENCY_BUCKETS`], so percentiles over any period can be computed from two scrapes.
 //! - `GET /health` answers 200 when every registered component is ready and 503 otherwise, with a
 //!   JSON body naming each component's state, so an orchestrator can tell *what* is unhealthy.
 
@@ -15,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +58,16 @@ pub fn init_logging(settings: &LogSettings) -> Result<(), TelemetryError> {
     Ok(())
 }
 
+/// Histograms whose names end in this render with [`LATENCY_BUCKETS`].
+pub const LATENCY_SUFFIX: &str = "_latency_seconds";
+
+/// Bucket bounds of latency histograms, in seconds: fine below 100 ms, where the pipeline's
+/// targets are, and coarse up to a minute.
+pub const LATENCY_BUCKETS: [f64; 22] = [
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
+    0.3, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
     // `get_or_init` runs the installation once even when several callers race to it (tests
@@ -64,6 +76,8 @@ pub fn metrics_handle() -> Result<PrometheusHandle, TelemetryError> {
     HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix(LATENCY_SUFFIX.into()), &LATENCY_BUCKETS)
+                .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())
         })

@@ -191,11 +191,16 @@ impl Applier {
         let mut summary = BatchSummary::default();
         let mut newest_time = None;
         let mut counts: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
+        let mut applied_times: Vec<(&str, i64)> = Vec::new();
         for (record, decoded) in prepared.records.iter().zip(&prepared.decoded) {
             let outcome = match decoded {
                 Ok(event) => {
                     newest_time = newest_time.max(Some(event.metadata.time_ms));
-                    outcomes.next().unwrap_or(Outcome::Stale)
+                    let outcome = outcomes.next().unwrap_or(Outcome::Stale);
+                    if outcome == Outcome::Applied {
+                        applied_times.push((record.topic(), event.metadata.time_ms));
+                    }
+                    outcome
                 }
                 Err(poison) => Outcome::DeadLetter(poison.clone()),
             };
@@ -228,8 +233,12 @@ impl Applier {
         for ((topic, label), count) in counts {
             metrics::events(self.projector, topic, label, count);
         }
+        let now_ms = metrics::now_ms();
         if let Some(time_ms) = newest_time {
-            metrics::behind_source(self.projector, time_ms);
+            metrics::behind_source(self.projector, time_ms, now_ms);
+        }
+        for (topic, time_ms) in applied_times {
+            metrics::end_to_end(self.projector, topic, time_ms, now_ms);
         }
         metrics::applied(self.projector, started.elapsed());
         Ok(Some(summary))

@@ -5,6 +5,7 @@
 //! | `projector_events_total` | counter | `projector`, `topic`, `outcome` (`applied`, `stale`, `duplicate`, `dead_letter`) |
 //! | `projector_apply_duration_seconds` | histogram (rendered as a summary) | `projector` |
 //! | `projector_seconds_behind_source` | gauge | `projector` |
+//! | `projector_end_to_end_latency_seconds` | histogram (buckets) | `projector`, `topic` |
 //! | `projector_consumer_lag` | gauge | `projector`, `topic`, `partition` |
 //! | `projector_dead_letters_total` | counter | `projector`, `topic`, `kind` |
 //! | `projector_retries_total` | counter | `projector`, `operation` (`mongo_write`, `dead_letter`) |
@@ -36,13 +37,21 @@ pub fn applied(projector: Projector, elapsed: Duration) {
 }
 
 /// The newest applied event was written at the source at `time_ms`.
-pub fn behind_source(projector: Projector, time_ms: i64) {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
+pub fn behind_source(projector: Projector, time_ms: i64, now_ms: i64) {
     metrics::gauge!("projector_seconds_behind_source", "projector" => projector.name())
         .set((now_ms - time_ms).max(0) as f64 / 1000.0);
+}
+
+/// An event of `topic` written at the source at `time_ms` is now applied: the end-to-end latency
+/// from the source's commit (its change's wall time) to the projection, per flow. Only applied
+/// events count; a redelivered or stale one says nothing about the pipeline's speed.
+pub fn end_to_end(projector: Projector, topic: &str, time_ms: i64, now_ms: i64) {
+    metrics::histogram!(
+        "projector_end_to_end_latency_seconds",
+        "projector" => projector.name(),
+        "topic" => topic.to_owned(),
+    )
+    .record((now_ms - time_ms).max(0) as f64 / 1000.0);
 }
 
 /// Records of `topic`/`partition` not yet applied by this instance.
@@ -65,6 +74,14 @@ pub fn dead_letter(projector: Projector, topic: &str, kind: PoisonKind) {
         "kind" => kind.as_str(),
     )
     .increment(1);
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// A transient failure of `operation` is being retried.

@@ -167,6 +167,15 @@ async fn poison_in_the_middle_of_a_batch_is_dead_lettered_and_the_rest_applied()
             "{outcome}"
         );
     }
+    // End-to-end latency: one observation per applied event (never a dead letter), rendered as
+    // a cumulative histogram whose +Inf bucket equals its count.
+    let latency = "projector_end_to_end_latency_seconds";
+    assert_eq!(metric_sum(&format!("{latency}_count"), &[&topic]), 3.0);
+    assert_eq!(
+        metric_sum(&format!("{latency}_bucket"), &[&topic, "le=\"+Inf\""]),
+        3.0
+    );
+    assert!(metric_sum(&format!("{latency}_sum"), &[&topic]) >= 0.0);
     assert!(letters[2].header("dlq_reason").contains("contact"));
     assert!(letters[3].header("dlq_reason").contains("MongoDB refused"));
 }
