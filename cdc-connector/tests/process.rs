@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cdc_connector::config::ConnectorConfig;
+use cdc_connector::config::{CheckpointSettings, ConnectorConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
@@ -25,6 +25,12 @@ fn test_config() -> ConnectorConfig {
             customer_change: unique("customer"),
             fulfillment_request: unique("fulfill"),
             order_status_change: unique("status"),
+        },
+        // Checkpoints of its own: the tests here run at once and watch the same default
+        // collections, and one writer per stream means two connectors would stop each other.
+        checkpoints: CheckpointSettings {
+            database: unique("cdc_state"),
+            ..CheckpointSettings::default()
         },
         ..ConnectorConfig::default()
     }
@@ -145,12 +151,13 @@ async fn the_binary_stops_cleanly_on_sigterm() {
     let config_path = dir.path().join("connector.toml");
     let config = test_config();
     let text = format!(
-        "[mongo]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[topics]\ncustomer_change = \"{}\"\nfulfillment_request = \"{}\"\norder_status_change = \"{}\"\n",
+        "[mongo]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[topics]\ncustomer_change = \"{}\"\nfulfillment_request = \"{}\"\norder_status_change = \"{}\"\n[checkpoints]\ndatabase = \"{}\"\n",
         config.mongo.uri,
         config.kafka.bootstrap_servers,
         config.topics.customer_change,
         config.topics.fulfillment_request,
         config.topics.order_status_change,
+        config.checkpoints.database,
     );
     std::fs::write(&config_path, text).unwrap();
     let mut daemon = Daemon::spawn(
