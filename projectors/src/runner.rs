@@ -1,7 +1,8 @@
 //! The live loop of one projector: consume a batch, apply it, store its offsets, commit.
 //!
 //! ```text
-//!  Kafka (group <prefix>.<projector>) --recv--> batch N+1 (<= apply.batch_size, <= batch_wait_ms)
+//!  Kafka (group <prefix>.<projector>) --recv--> batch N+1 (<= apply.batch_size; grows while
+//!                                                 batch N is written, then <= batch_wait_ms)
 //!        ^                                        | decode + plan (while batch N is written)
 //!        |  commit (every apply.commit_interval_ms, on revoke, at shutdown)
 //!        |                                        v
@@ -256,12 +257,17 @@ pub fn consumer(
         })
 }
 
-/// Receives up to `settings.batch_size` records: waits up to `idle` for the first, then at most
-/// `settings.batch_wait_ms` for the rest. Consumer errors are logged and end the batch early.
+/// Receives up to `settings.batch_size` records, waiting up to `idle` for the first. After it,
+/// while the previous batch is still being written (`write_done` not yet cancelled), every record
+/// that arrives joins this batch, so batches grow with the write time under load; once nothing is
+/// being written, the batch takes only what arrives within `settings.batch_wait_ms` of its first
+/// record (with 0, what is already received), so a lone event is applied at once. Consumer errors
+/// are logged and end the batch early.
 pub async fn next_batch(
     consumer: &StreamConsumer<ProjectorContext>,
     settings: &ApplySettings,
     idle: Duration,
+    write_done: &CancellationToken,
 ) -> Vec<OwnedMessage> {
     let projector = consumer.context().projector;
     let mut batch = Vec::new();
@@ -275,10 +281,23 @@ pub async fn next_batch(
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(settings.batch_wait_ms);
     while batch.len() < settings.batch_size {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Ok(message)) => batch.push(message.detach()),
-            Ok(Err(error)) => {
+        let received = if write_done.is_cancelled() {
+            // A deadline already past still returns a record that is ready: Timeout polls the
+            // receive before its timer.
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Err(_) => break,
+                Ok(received) => received,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                received = consumer.recv() => received,
+                () = write_done.cancelled() => continue,
+            }
+        };
+        match received {
+            Ok(message) => batch.push(message.detach()),
+            Err(error) => {
                 log_consumer_error(projector, &error);
                 break;
             }
@@ -365,20 +384,31 @@ pub async fn run(
             // A batch in hand is not written: nothing of it is stored, the next owner reads it.
             break Ok(());
         }
+        // Cancelled once nothing is being written (at once when no batch is in hand).
+        let write_done = CancellationToken::new();
         let collect = collect_next(
             &consumer,
             &applier,
             &config.apply,
             commit_interval,
             &shutdown,
+            &write_done,
         );
         let next = match in_hand.take() {
-            None => collect.await,
+            None => {
+                write_done.cancel();
+                collect.await
+            }
             Some(current) => {
                 // Write this batch while the next one is received, decoded and planned: the
                 // two meet only at await points of this one task, so the rebalance callbacks
                 // (which run inside recv) never see a batch half-stored.
-                let (written, next) = tokio::join!(write(&consumer, &applier, &current), collect);
+                let writing = async {
+                    let written = write(&consumer, &applier, &current).await;
+                    write_done.cancel();
+                    written
+                };
+                let (written, next) = tokio::join!(writing, collect);
                 match written {
                     Ok(Some(stored)) => uncommitted |= stored,
                     Ok(None) => break Ok(()),
@@ -418,11 +448,12 @@ async fn collect_next(
     settings: &ApplySettings,
     idle: Duration,
     shutdown: &CancellationToken,
+    write_done: &CancellationToken,
 ) -> Option<Prepared> {
     let batch = tokio::select! {
         biased;
         () = shutdown.cancelled() => return None,
-        batch = next_batch(consumer, settings, idle) => batch,
+        batch = next_batch(consumer, settings, idle, write_done) => batch,
     };
     // Rebalance callbacks ran inside recv: drop what now belongs to another instance.
     let batch: Vec<OwnedMessage> = batch

@@ -66,7 +66,7 @@ fn check_config_prints_every_apply_key_with_its_default() {
     for expected in [
         "[apply]",
         "batch_size = 250",
-        "batch_wait_ms = 20",
+        "batch_wait_ms = 0",
         "commit_interval_ms = 1000",
         "dead_letter_topic = \"storefront-cdc.projectors.dead-letter\"",
         "[new_topics]",
