@@ -1,6 +1,6 @@
 //! The connector's metrics. Handles are resolved once per stream, so recording costs no label
 //! formatting or registry lookup on the per-event path. Labels are low-cardinality: `collection`
-//! (the namespace) and `topic`, never document ids.
+//! (the namespace) on every metric, and `topic` on the event counters; never document ids.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +24,7 @@ pub struct StreamMetrics {
     invalidations: Counter,
     published: HashMap<String, Counter>,
     deduplicated: HashMap<String, Counter>,
+    collection: String,
 }
 
 impl StreamMetrics {
@@ -44,6 +45,7 @@ impl StreamMetrics {
             invalidations: metrics::counter!("cdc_stream_invalidations_total", &label()),
             published: HashMap::new(),
             deduplicated: HashMap::new(),
+            collection,
         }
     }
 
@@ -57,7 +59,13 @@ impl StreamMetrics {
 
     /// An event was handed to Kafka.
     pub fn published(&mut self, topic: &str) {
-        counter_for(&mut self.published, "cdc_events_published_total", topic).increment(1);
+        counter_for(
+            &mut self.published,
+            "cdc_events_published_total",
+            &self.collection,
+            topic,
+        )
+        .increment(1);
     }
 
     /// A once-per-id event was dropped because it had been published before.
@@ -65,6 +73,7 @@ impl StreamMetrics {
         counter_for(
             &mut self.deduplicated,
             "cdc_events_deduplicated_total",
+            &self.collection,
             topic,
         )
         .increment(1);
@@ -105,10 +114,15 @@ impl StreamMetrics {
 fn counter_for<'a>(
     cache: &'a mut HashMap<String, Counter>,
     name: &'static str,
+    collection: &str,
     topic: &str,
 ) -> &'a Counter {
     if !cache.contains_key(topic) {
-        let counter = metrics::counter!(name, "topic" => topic.to_owned());
+        let counter = metrics::counter!(
+            name,
+            "collection" => collection.to_owned(),
+            "topic" => topic.to_owned(),
+        );
         cache.insert(topic.to_owned(), counter);
     }
     &cache[topic]

@@ -11,6 +11,8 @@
 //! - [`run`]: [`Simulator`], which runs a scenario or a load, with [`Progress`] counters.
 //! - [`verify`]: the databases compared with an expected state, once or until they agree.
 //! - [`config`]: where MongoDB and the three collections are (the connector's defaults).
+//! - [`scrape`] and [`report`]: the demo's report, from the connector's and the projectors'
+//!   `/metrics` before and after a run, and the verification.
 //!
 //! A caller runs a scenario with [`Simulator::connect`], [`Simulator::run_scenario`] (reading
 //! [`Simulator::progress`] meanwhile), then [`verify::verify_until`] with the returned
@@ -24,7 +26,9 @@ pub mod config;
 pub mod data;
 pub mod model;
 pub mod progress;
+pub mod report;
 pub mod run;
+pub mod scrape;
 pub mod verify;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,7 +14,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use storefront_plumbing::config::{self, Overrides};
+use storefront_schemas::topology::Namespace;
 use storefront_sim::config::ENV_PREFIX;
+use storefront_sim::report::{self, Scrapes};
+use storefront_sim::scrape::Scrape;
 use storefront_sim::{
     ExpectedState, Flow, LoadSpec, Progress, ScenarioSpec, SimConfig, SimError, Simulator,
     VerifyOptions, verify,
@@ -117,6 +121,35 @@ enum Command {
         /// The run owns the collections: any other document is a difference too.
         #[arg(long)]
         exclusive: bool,
+    },
+    /// The demo: a scenario through the running connector and projectors with live progress
+    /// per flow, then a report: per flow the source changes, events published, events
+    /// projected, end-to-end lag and dead letters, and the differences between the projections
+    /// and the expected state. Exit 0 when every projection converged and nothing was
+    /// dead-lettered.
+    Demo {
+        /// How many customers.
+        #[arg(long, default_value_t = 50)]
+        customers: u64,
+        /// Orders per customer.
+        #[arg(long, default_value_t = 3)]
+        orders: u32,
+        /// Seed of every random choice (default: from the clock, so that a rerun on the same
+        /// collections writes new customers).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The connector's HTTP address (its /metrics).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+        connector_http: SocketAddr,
+        /// The projectors' HTTP address (their /metrics).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9465")]
+        projectors_http: SocketAddr,
+        /// How long to wait for the projections to converge after the last write, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        wait: u64,
+        /// Where to write the expected state (JSON) for a later `verify`.
+        #[arg(long, value_name = "FILE")]
+        expected_out: Option<PathBuf>,
     },
     /// Load and validate the configuration, print it with the password redacted, and exit.
     CheckConfig,
@@ -238,9 +271,218 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::FAILURE)
             }
+            Command::Demo {
+                customers,
+                orders,
+                seed,
+                connector_http,
+                projectors_http,
+                wait,
+                expected_out,
+            } => {
+                let seed = seed.unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                });
+                let endpoints = Endpoints {
+                    connector: connector_http,
+                    projectors: projectors_http,
+                };
+                let spec = ScenarioSpec {
+                    customers,
+                    orders,
+                    seed,
+                };
+                demo(&config, &spec, endpoints, Duration::from_secs(wait), expected_out.as_deref())
+                    .await
+            }
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// Where the connector's and the projectors' `/metrics` are.
+#[derive(Debug, Clone, Copy)]
+struct Endpoints {
+    connector: SocketAddr,
+    projectors: SocketAddr,
+}
+
+impl Endpoints {
+    async fn scrape(&self) -> anyhow::Result<Scrapes> {
+        let hint = "is it running? `dev/run` starts it";
+        Ok(Scrapes {
+            connector: Scrape::fetch(self.connector)
+                .await
+                .with_context(|| format!("the connector's metrics ({hint})"))?,
+            projectors: Scrape::fetch(self.projectors)
+                .await
+                .with_context(|| format!("the projectors' metrics ({hint})"))?,
+        })
+    }
+}
+
+fn flow_sources(config: &SimConfig) -> [(&'static Flow, &Namespace); 3] {
+    [
+        (&Flow::ALL[0], &config.sources.accounts),
+        (&Flow::ALL[1], &config.sources.orders),
+        (&Flow::ALL[2], &config.sources.fulfillment),
+    ]
+}
+
+/// The demo: the scenario with live progress, convergence, the report.
+async fn demo(
+    config: &SimConfig,
+    spec: &ScenarioSpec,
+    endpoints: Endpoints,
+    wait: Duration,
+    expected_out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let before = endpoints.scrape().await?;
+    let simulator = Simulator::connect(config).await?;
+    let progress = simulator.progress();
+    let terminal = std::io::stderr().is_terminal();
+    println!(
+        "demo: {} customers x {} orders (seed {}) through the running connector and projectors",
+        spec.customers, spec.orders, spec.seed
+    );
+    let show = tokio::spawn(show_demo_progress(
+        progress.clone(),
+        flow_sources(config).map(|(flow, ns)| (*flow, ns.clone())),
+        before.clone(),
+        endpoints,
+        terminal,
+    ));
+    let cancel = simulator.cancel_token();
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: stopping between writes");
+            cancel.cancel();
+        }
+    });
+    let outcome = simulator.run_scenario(spec).await;
+    let expected = match &outcome {
+        Ok(expected) => expected.clone(),
+        Err(_) => simulator.expected(),
+    };
+    if let Some(path) = expected_out {
+        std::fs::write(path, expected.to_json()?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Err(error) = outcome {
+        show.abort();
+        interrupt.abort();
+        eprintln!("error: {error}");
+        return Ok(ExitCode::FAILURE);
+    }
+    // The applications are done; the pipeline may still be carrying their last changes.
+    let client = storefront_plumbing::mongo::connect(&config.mongo, "storefront-sim").await?;
+    let verified = verify::verify_until(&client, &expected, VerifyOptions::default(), wait).await?;
+    // The projectors count an event once its batch is settled, a moment after its write is
+    // visible: wait (briefly) until they have taken every event the connector published.
+    let settle = std::time::Instant::now() + Duration::from_secs(10);
+    let mut after = endpoints.scrape().await?;
+    let mut report = report::build(
+        flow_sources(config),
+        &progress.snapshot(),
+        &before,
+        &after,
+        &verified,
+    );
+    while std::time::Instant::now() < settle
+        && report
+            .flows
+            .iter()
+            .any(|flow| flow.projected + flow.dead_letters < flow.published)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = endpoints.scrape().await?;
+        report = report::build(
+            flow_sources(config),
+            &progress.snapshot(),
+            &before,
+            &after,
+            &verified,
+        );
+    }
+    show.abort();
+    interrupt.abort();
+    let _ = show.await;
+    println!();
+    print!("{}", report.render());
+    for difference in verified.differences.iter().take(10) {
+        println!("  {difference}");
+    }
+    Ok(if report.converged() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Live progress of the demo: per flow, source changes written (the bar) and the events the
+/// connector published and the projectors took so far (scraped every half second). Bars on a
+/// terminal, a log line every five seconds otherwise. Runs until aborted.
+async fn show_demo_progress(
+    progress: Arc<Progress>,
+    sources: [(Flow, Namespace); 3],
+    before: Scrapes,
+    endpoints: Endpoints,
+    terminal: bool,
+) {
+    let multi = MultiProgress::new();
+    let bars: Vec<ProgressBar> = Flow::ALL
+        .iter()
+        .map(|flow| {
+            let bar = if terminal {
+                multi.add(ProgressBar::new(0))
+            } else {
+                ProgressBar::hidden()
+            };
+            if let Ok(style) = ProgressStyle::with_template(&format!(
+                "{:<12} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} changes  {{msg}}",
+                flow.name()
+            )) {
+                bar.set_style(style);
+            }
+            bar
+        })
+        .collect();
+    let mut last_log = std::time::Instant::now();
+    loop {
+        let snapshot = progress.snapshot();
+        let after = endpoints.scrape().await.unwrap_or_default();
+        let sources = [
+            (&sources[0].0, &sources[0].1),
+            (&sources[1].0, &sources[1].1),
+            (&sources[2].0, &sources[2].1),
+        ];
+        let figures = report::build(sources, &snapshot, &before, &after, &Default::default());
+        for (flow, bar) in figures.flows.iter().zip(&bars) {
+            let counts = snapshot.flow(flow.flow);
+            bar.set_length(counts.planned);
+            bar.set_position(counts.written);
+            bar.set_message(format!(
+                "{} published, {} projected",
+                flow.published, flow.projected
+            ));
+        }
+        if !terminal && last_log.elapsed() >= Duration::from_secs(5) {
+            last_log = std::time::Instant::now();
+            for flow in &figures.flows {
+                let counts = snapshot.flow(flow.flow);
+                tracing::info!(
+                    flow = flow.flow.name(),
+                    changes = format!("{}/{}", counts.written, counts.planned),
+                    published = flow.published,
+                    projected = flow.projected,
+                    "progress"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Prints the run's outcome, writes the expected state (also after a failure: it holds exactly

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use storefront_sim::config::AppSettings;
+use storefront_sim::report::{self, Scrapes};
+use storefront_sim::scrape::Scrape;
 use storefront_sim::{Flow, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify};
 use storefront_tests::{Record, TopicReader, guard, stack, unique};
 
@@ -47,6 +49,17 @@ async fn whole_topic(topic: &str) -> Vec<Record> {
     guard::read_all(&mut reader, &[topic], DEADLINE).await
 }
 
+/// This process's metrics: the in-process connector's and projectors' alike.
+fn scrapes() -> Scrapes {
+    let text = storefront_plumbing::telemetry::metrics_handle()
+        .unwrap()
+        .render();
+    Scrapes {
+        connector: Scrape::parse(&text),
+        projectors: Scrape::parse(&text),
+    }
+}
+
 fn record_text(record: &Record) -> String {
     format!(
         "{:?} {} {:?}",
@@ -60,6 +73,7 @@ fn record_text(record: &Record) -> String {
 async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts() {
     let (connector_config, projectors_config) = configs();
     let pipeline = Pipeline::start(&connector_config, &projectors_config).await;
+    let metrics_before = scrapes();
     let sources = connector_config.sources.clone();
     let topics = connector_config.topics.clone();
 
@@ -169,6 +183,7 @@ async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts()
         })
         .await;
     pipeline.stop().await;
+    let metrics_after = scrapes();
 
     // Exact counts, read whole from the brokers.
     let not_sentinel = |r: &&Record| {
@@ -230,6 +245,44 @@ async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts()
     let projectors_dead = whole_topic(&projectors_config.apply.dead_letter_topic).await;
     assert!(connector_dead.is_empty(), "{connector_dead:?}");
     assert!(projectors_dead.is_empty(), "{projectors_dead:?}");
+
+    // The demo's report, from the processes' metrics, tells the same story: per flow the
+    // events published are exactly the records in its topic (sentinels included), and the
+    // projectors took them all, bar perhaps the sentinel still on its way when they stopped.
+    let demo = report::build(
+        [
+            (&Flow::Accounts, &sources.accounts),
+            (&Flow::Orders, &sources.orders),
+            (&Flow::Fulfillment, &sources.fulfillment),
+        ],
+        &progress,
+        &metrics_before,
+        &metrics_after,
+        &report,
+    );
+    for (figures, topic, records) in [
+        (
+            &demo.flows[0],
+            &topics.customer_change,
+            customer_changes.len(),
+        ),
+        (&demo.flows[1], &topics.fulfillment_request, requests.len()),
+        (&demo.flows[2], &topics.order_status_change, statuses.len()),
+    ] {
+        let flow = figures.flow.name();
+        assert_eq!(figures.topics, std::slice::from_ref(topic), "{flow}");
+        assert_eq!(figures.published, records as u64, "{flow}");
+        assert!(
+            figures.projected <= figures.published && figures.projected + 1 >= figures.published,
+            "{flow}: {} projected of {} published",
+            figures.projected,
+            figures.published
+        );
+        assert!(figures.latency.is_some(), "{flow}: no end-to-end latency");
+        assert_eq!(figures.dead_letters, 0, "{flow}");
+    }
+    assert_eq!(demo.flows[0].changes, progress.flow(Flow::Accounts).written);
+    assert!(demo.converged(), "{}", demo.render());
 
     // No card number outside Accounts.
     let cards = expected.card_numbers();
