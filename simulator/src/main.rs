@@ -4,7 +4,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -138,12 +137,12 @@ enum Command {
         /// collections writes new customers).
         #[arg(long)]
         seed: Option<u64>,
-        /// The connector's HTTP address (its /metrics).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
-        connector_http: SocketAddr,
-        /// The projectors' HTTP address (their /metrics).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9465")]
-        projectors_http: SocketAddr,
+        /// The connector's HTTP address, `host:port` (its /metrics).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9464")]
+        connector_http: String,
+        /// The projectors' HTTP address, `host:port` (their /metrics).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9465")]
+        projectors_http: String,
         /// How long to wait for the projections to converge after the last write, in seconds.
         #[arg(long, value_name = "SECS", default_value_t = 120)]
         wait: u64,
@@ -303,20 +302,20 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 /// Where the connector's and the projectors' `/metrics` are.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Endpoints {
-    connector: SocketAddr,
-    projectors: SocketAddr,
+    connector: String,
+    projectors: String,
 }
 
 impl Endpoints {
     async fn scrape(&self) -> anyhow::Result<Scrapes> {
         let hint = "is it running? `dev/run` starts it";
         Ok(Scrapes {
-            connector: Scrape::fetch(self.connector)
+            connector: Scrape::fetch(&self.connector)
                 .await
                 .with_context(|| format!("the connector's metrics ({hint})"))?,
-            projectors: Scrape::fetch(self.projectors)
+            projectors: Scrape::fetch(&self.projectors)
                 .await
                 .with_context(|| format!("the projectors' metrics ({hint})"))?,
         })
@@ -351,7 +350,7 @@ async fn demo(
         progress.clone(),
         flow_sources(config).map(|(flow, ns)| (*flow, ns.clone())),
         before.clone(),
-        endpoints,
+        endpoints.clone(),
         terminal,
     ));
     let cancel = simulator.cancel_token();

@@ -6,7 +6,6 @@
 //! projectors' latency buckets are 1 to 10 ms wide below 100 ms.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,8 +15,8 @@ pub enum ScrapeError {
     /// The endpoint could not be reached or answered badly.
     #[error("GET http://{addr}/metrics: {reason}")]
     Http {
-        /// The process's HTTP address.
-        addr: SocketAddr,
+        /// The process's HTTP address (`host:port`).
+        addr: String,
         /// What went wrong.
         reason: String,
     },
@@ -47,9 +46,12 @@ impl Scrape {
         Self { samples }
     }
 
-    /// Fetches `GET /metrics` from `addr`.
-    pub async fn fetch(addr: SocketAddr) -> Result<Self, ScrapeError> {
-        let failed = |reason: String| ScrapeError::Http { addr, reason };
+    /// Fetches `GET /metrics` from `addr` (`host:port`).
+    pub async fn fetch(addr: &str) -> Result<Self, ScrapeError> {
+        let failed = |reason: String| ScrapeError::Http {
+            addr: addr.to_owned(),
+            reason,
+        };
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| failed(e.to_string()))?;

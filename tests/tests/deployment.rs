@@ -8,6 +8,7 @@ use cdc_connector::config::ConnectorConfig;
 use projectors::config::ProjectorsConfig;
 use serde_yaml::Value;
 use storefront_plumbing::config::{Overrides, load};
+use storefront_sim::SimConfig;
 use storefront_tests::repo_root;
 
 fn compose() -> Value {
@@ -140,4 +141,61 @@ fn the_mounted_projectors_config_loads_and_agrees_with_the_connector() {
         ports.contains(&config.http.listen.port().to_string()),
         "{ports}"
     );
+}
+
+/// The demo service (profile `demo`): its config loads and writes where the connector reads, it
+/// waits for a healthy pipeline, and it reads both processes' metrics at their compose addresses.
+#[test]
+fn the_demo_service_writes_the_connectors_sources_and_reads_both_processes_metrics() {
+    let compose = compose();
+    let demo = service(&compose, "storefront-sim");
+    let profiles: Vec<&str> = demo["profiles"]
+        .as_sequence()
+        .expect("profiles as a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(profiles, ["demo"], "the demo runs only when asked for");
+    let argv = command(demo);
+    assert_eq!(argv[0], "storefront-sim");
+    let target = &argv[argv.iter().position(|a| a == "--config").unwrap() + 1];
+    let path = mounted_config(demo, target);
+    let config: SimConfig = load(
+        Some(Path::new(&path)),
+        "UNUSED_PREFIX_",
+        Overrides::default(),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let connector_path = repo_root().join("docker/config/cdc-connector.toml");
+    let connector: ConnectorConfig = load(
+        Some(Path::new(&connector_path)),
+        "UNUSED_PREFIX_",
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(config.mongo.uri, connector.mongo.uri);
+    assert_eq!(config.sources, connector.sources);
+    let after = |flag: &str| &argv[argv.iter().position(|a| a == flag).unwrap() + 1];
+    assert_eq!(
+        after("--connector-http"),
+        &format!("cdc-connector:{}", connector.http.listen.port())
+    );
+    let projectors_path = repo_root().join("docker/config/projectors.toml");
+    let projectors: ProjectorsConfig = load(
+        Some(Path::new(&projectors_path)),
+        "UNUSED_PREFIX_",
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        after("--projectors-http"),
+        &format!("projectors:{}", projectors.http.listen.port())
+    );
+    for dependency in ["cdc-connector", "projectors"] {
+        assert_eq!(
+            demo["depends_on"][dependency]["condition"].as_str(),
+            Some("service_healthy"),
+            "the demo waits for a healthy {dependency}"
+        );
+    }
 }
