@@ -14,7 +14,8 @@
 //!    its sequence number; each stream records when it saw which marker for which customer.
 //! 3. Capacity: `BENCH_CAPACITY_WRITES` (default 3,000) updates as fast as 8 writers go, timed
 //!    from the first write to the projection showing the last.
-//! 4. Latency: updates at half that rate for `BENCH_SECS` (default 20), round-robin over the
+//! 4. Latency: updates at half that rate (or `BENCH_RATE` per second) for `BENCH_SECS` (default
+//!    20), round-robin over the
 //!    customers, each from its scheduled instant (an open loop: a slow write never delays the
 //!    next). A write is visible in the projection once the copy shows it or a write of the same
 //!    customer committed after it (the projector applies only the newest of a customer's events
@@ -296,7 +297,11 @@ async fn main() {
     .await;
     let elapsed = visible.iter().max().unwrap().duration_since(started);
     let capacity = capacity_writes as f64 / elapsed.as_secs_f64();
-    let rate = capacity / 2.0;
+    // Half the capacity, unless BENCH_RATE (updates per second) says otherwise.
+    let rate = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(capacity / 2.0);
     println!(
         "capacity: {capacity_writes} updates written in {:.2} s, on the bare stream in {:.2} s, \
          projected in {:.2} s = {capacity:.0} updates/s; measuring at {rate:.0}/s for {seconds} s \
