@@ -24,6 +24,7 @@
 //!    latency minus the bare stream's.
 //!
 //! Every write of both phases must be seen by both streams (exact counts), or the bench fails.
+//! `BENCH_LINGER_MS` sets the connector's `linger.ms` (default 5) through `kafka.properties`.
 //!
 //! Run: `cargo bench -p storefront-tests --bench end_to_end_latency` (starts the local stack if
 //! needed).
@@ -78,6 +79,12 @@ fn configs() -> (ConnectorConfig, ProjectorsConfig) {
         topics: topics.clone(),
         ..ConnectorConfig::default()
     };
+    if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
+        connector
+            .kafka
+            .properties
+            .insert("linger.ms".into(), linger);
+    }
     connector.stream.dead_letter_topic = unique("connector_dead");
     connector.checkpoints.database = unique("cdc_state");
     let mut projectors = ProjectorsConfig {
