@@ -133,17 +133,21 @@ pub fn compare_collection(
     };
     let mut stored: BTreeMap<String, &Document> = BTreeMap::new();
     let mut differences = Vec::new();
+    // A stored document nothing expects, whole.
+    let unexpected = |document: &Document| {
+        let mut comparison = Comparison::new(
+            collection,
+            document.get("_id").unwrap_or(&Bson::Null),
+            ignored,
+        );
+        comparison.whole(None, Some(document));
+        comparison.differences
+    };
     for document in found {
         if stored.insert(key(document), document).is_some() {
             // Two documents with one `_id` cannot exist in MongoDB; a server that allowed it
             // would be worth hearing about.
-            let mut comparison = Comparison::new(
-                collection,
-                document.get("_id").unwrap_or(&Bson::Null),
-                ignored,
-            );
-            comparison.whole(None, Some(document));
-            differences.extend(comparison.differences);
+            differences.extend(unexpected(document));
         }
     }
     for document in expected {
@@ -156,13 +160,7 @@ pub fn compare_collection(
         differences.extend(comparison.differences);
     }
     for (_, document) in stored {
-        let mut comparison = Comparison::new(
-            collection,
-            document.get("_id").unwrap_or(&Bson::Null),
-            ignored,
-        );
-        comparison.whole(None, Some(document));
-        differences.extend(comparison.differences);
+        differences.extend(unexpected(document));
     }
     differences
 }

@@ -38,10 +38,16 @@ use futures::StreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection};
-use projectors::config::{ProjectionTargets, Projector, ProjectorsConfig};
+use projectors::config::{ProjectionTargets, ProjectorsConfig};
 use storefront_plumbing::settings::{HttpSettings, LogSettings};
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{DEADLINE, stack, unique, until_healthy};
+use storefront_tests::{DEADLINE, stack, unique};
+
+// The tests' in-process pipeline; the bench brings its own configs (the shipped defaults).
+#[allow(dead_code)]
+#[path = "../tests/pipeline/mod.rs"]
+mod pipeline;
+use pipeline::Pipeline;
 
 const MARKER: &str = "lat-";
 
@@ -237,24 +243,7 @@ async fn main() {
         .database(&target.database)
         .collection(&target.collection);
 
-    let (stop_connector, connector_stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = cdc_connector::start(connector_config.clone(), async move {
-        let _ = connector_stopped.await;
-    })
-    .await
-    .unwrap();
-    until_healthy(connector.http_addr).await;
-    let (stop_projectors, projectors_stopped) = tokio::sync::oneshot::channel::<()>();
-    let running_projectors = projectors::start(
-        projectors_config.clone(),
-        vec![Projector::Orders, Projector::Fulfillment],
-        async move {
-            let _ = projectors_stopped.await;
-        },
-    )
-    .await
-    .unwrap();
-    until_healthy(running_projectors.http_addr).await;
+    let pipeline = Pipeline::start(&connector_config, &projectors_config).await;
 
     let ids: Vec<ObjectId> = (0..customers).map(|_| ObjectId::new()).collect();
     accounts
@@ -383,8 +372,5 @@ async fn main() {
 
     bare_watch.abort();
     projected_watch.abort();
-    let _ = stop_connector.send(());
-    let _ = stop_projectors.send(());
-    connector.wait().await.unwrap();
-    running_projectors.wait().await.unwrap();
+    pipeline.stop().await;
 }

@@ -41,6 +41,21 @@ fn mounted_config(service: &Value, target: &str) -> std::path::PathBuf {
     repo_root().join("docker").join(source)
 }
 
+/// A config file loaded with the binaries' own loader (no environment, no flags).
+fn load_file<T: serde::de::DeserializeOwned + storefront_plumbing::config::Validate>(
+    path: &Path,
+) -> T {
+    load(Some(path), "UNUSED_PREFIX_", Overrides::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// One of the configs in `docker/config/`.
+fn docker_config<T: serde::de::DeserializeOwned + storefront_plumbing::config::Validate>(
+    file: &str,
+) -> T {
+    load_file(&repo_root().join("docker/config").join(file))
+}
+
 fn command(service: &Value) -> Vec<String> {
     service["command"]
         .as_sequence()
@@ -89,12 +104,7 @@ fn the_mounted_connector_config_loads_and_matches_the_compose_wiring() {
     let argv = command(connector);
     let target = &argv[argv.iter().position(|a| a == "--config").unwrap() + 1];
     let path = mounted_config(connector, target);
-    let config: ConnectorConfig = load(
-        Some(Path::new(&path)),
-        "UNUSED_PREFIX_",
-        Overrides::default(),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let config: ConnectorConfig = load_file(&path);
     assert!(
         config.mongo.uri.contains("mongo:27017"),
         "{}",
@@ -117,19 +127,8 @@ fn the_mounted_projectors_config_loads_and_agrees_with_the_connector() {
     let argv = command(projectors);
     let target = &argv[argv.iter().position(|a| a == "--config").unwrap() + 1];
     let path = mounted_config(projectors, target);
-    let config: ProjectorsConfig = load(
-        Some(Path::new(&path)),
-        "UNUSED_PREFIX_",
-        Overrides::default(),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let connector_path = repo_root().join("docker/config/cdc-connector.toml");
-    let connector: ConnectorConfig = load(
-        Some(Path::new(&connector_path)),
-        "UNUSED_PREFIX_",
-        Overrides::default(),
-    )
-    .unwrap();
+    let config: ProjectorsConfig = load_file(&path);
+    let connector: ConnectorConfig = docker_config("cdc-connector.toml");
     assert_eq!(
         config.topics, connector.topics,
         "both sides name the same topics"
@@ -160,19 +159,8 @@ fn the_demo_service_writes_the_connectors_sources_and_reads_both_processes_metri
     assert_eq!(argv[0], "storefront-sim");
     let target = &argv[argv.iter().position(|a| a == "--config").unwrap() + 1];
     let path = mounted_config(demo, target);
-    let config: SimConfig = load(
-        Some(Path::new(&path)),
-        "UNUSED_PREFIX_",
-        Overrides::default(),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let connector_path = repo_root().join("docker/config/cdc-connector.toml");
-    let connector: ConnectorConfig = load(
-        Some(Path::new(&connector_path)),
-        "UNUSED_PREFIX_",
-        Overrides::default(),
-    )
-    .unwrap();
+    let config: SimConfig = load_file(&path);
+    let connector: ConnectorConfig = docker_config("cdc-connector.toml");
     assert_eq!(config.mongo.uri, connector.mongo.uri);
     assert_eq!(config.sources, connector.sources);
     let after = |flag: &str| &argv[argv.iter().position(|a| a == flag).unwrap() + 1];
@@ -180,13 +168,7 @@ fn the_demo_service_writes_the_connectors_sources_and_reads_both_processes_metri
         after("--connector-http"),
         &format!("cdc-connector:{}", connector.http.listen.port())
     );
-    let projectors_path = repo_root().join("docker/config/projectors.toml");
-    let projectors: ProjectorsConfig = load(
-        Some(Path::new(&projectors_path)),
-        "UNUSED_PREFIX_",
-        Overrides::default(),
-    )
-    .unwrap();
+    let projectors: ProjectorsConfig = docker_config("projectors.toml");
     assert_eq!(
         after("--projectors-http"),
         &format!("projectors:{}", projectors.http.listen.port())
