@@ -18,7 +18,7 @@ use mongodb::bson::{Bson, Document, doc};
 use storefront_sim::config::AppSettings;
 use storefront_sim::report::{self, Scrapes};
 use storefront_sim::scrape::Scrape;
-use storefront_sim::{Flow, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify};
+use storefront_sim::{Flow, LoadSpec, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify};
 use storefront_tests::{Record, TopicReader, guard, stack, unique};
 
 mod pipeline;
@@ -323,5 +323,62 @@ async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts()
     assert!(
         cards.iter().all(|card| source.contains(card.as_str())),
         "the control: the Accounts collection holds every card number"
+    );
+}
+
+/// The load mode: about 40 source changes per second for four seconds, then every started story
+/// to its end; the databases reach the model's state, with every customer's story complete. (The
+/// pacer's rate has its own unit test, `run::tests::the_pacer_keeps_the_rate`.)
+#[tokio::test]
+async fn a_load_at_a_fixed_rate_ends_as_the_model_says() {
+    let (connector_config, projectors_config) = configs();
+    let pipeline = Pipeline::start(&connector_config, &projectors_config).await;
+    let config = SimConfig {
+        mongo: stack().mongo_settings(),
+        sources: connector_config.sources.clone(),
+        apps: AppSettings {
+            wait_ms: DEADLINE.as_millis() as u64,
+            concurrency: 8,
+        },
+        ..SimConfig::default()
+    };
+    let simulator = Simulator::connect(&config).await.unwrap();
+    let expected = simulator
+        .run_load(&LoadSpec {
+            rate: 40.0,
+            duration: std::time::Duration::from_secs(4),
+            seed: SEED,
+            max_orders: 2,
+            max_customers: 50,
+        })
+        .await
+        .unwrap();
+    let progress = simulator.progress().snapshot();
+    assert!(progress.customers_done > 0);
+    assert_eq!(progress.customers_done, progress.customers_started);
+    for flow in Flow::ALL {
+        let counts = progress.flow(flow);
+        assert_eq!(
+            counts.written, counts.planned,
+            "{flow:?}: every story ran to its end"
+        );
+    }
+    assert_eq!(expected.counts.customers, progress.customers_done);
+
+    let client = stack().mongo_client().await;
+    let report = verify::verify_until(
+        &client,
+        &expected,
+        VerifyOptions { exclusive: true },
+        DEADLINE,
+    )
+    .await
+    .unwrap();
+    pipeline.stop().await;
+    assert!(
+        report.differences.is_empty(),
+        "{} differences, e.g. {:?}",
+        report.differences.len(),
+        report.differences.first()
     );
 }
