@@ -38,10 +38,8 @@ use futures::StreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Document, doc};
 use mongodb::{Client, Collection};
-use projectors::config::{ProjectionTargets, ProjectorsConfig};
-use storefront_plumbing::settings::{HttpSettings, LogSettings};
-use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{DEADLINE, stack, unique};
+use projectors::config::ProjectorsConfig;
+use storefront_tests::{DEADLINE, stack};
 
 // The tests' in-process pipeline; the bench brings its own configs (the shipped defaults).
 #[allow(dead_code)]
@@ -61,52 +59,15 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The shipped defaults with unique names, and `BENCH_LINGER_MS` applied.
 fn configs() -> (ConnectorConfig, ProjectorsConfig) {
-    let sources = StorefrontNamespaces {
-        accounts: Namespace::new(unique("accounts"), "customer.accounts"),
-        orders: Namespace::new(unique("orders"), "customer.orders"),
-        fulfillment: Namespace::new(unique("fulfillment"), "fulfillment.requests"),
-    };
-    let topics = StorefrontTopics {
-        customer_change: unique("customer"),
-        fulfillment_request: unique("fulfill"),
-        order_status_change: unique("status"),
-    };
-    let log = LogSettings {
-        filter: "warn".into(),
-        ..LogSettings::default()
-    };
-    let mut connector = ConnectorConfig {
-        mongo: stack().mongo_settings(),
-        kafka: stack().kafka_settings(),
-        http: HttpSettings::on_port(0),
-        log: log.clone(),
-        sources: sources.clone(),
-        topics: topics.clone(),
-        ..ConnectorConfig::default()
-    };
+    let (mut connector, projectors) = pipeline::default_configs();
     if let Ok(linger) = std::env::var("BENCH_LINGER_MS") {
         connector
             .kafka
             .properties
             .insert("linger.ms".into(), linger);
     }
-    connector.stream.dead_letter_topic = unique("connector_dead");
-    connector.checkpoints.database = unique("cdc_state");
-    let mut projectors = ProjectorsConfig {
-        consumer_group_prefix: unique("projectors"),
-        mongo: stack().mongo_settings(),
-        kafka: stack().kafka_settings(),
-        http: HttpSettings::on_port(0),
-        log,
-        topics,
-        targets: ProjectionTargets {
-            orders: sources.orders,
-            fulfillment: sources.fulfillment,
-        },
-        ..ProjectorsConfig::default()
-    };
-    projectors.apply.dead_letter_topic = unique("projectors_dead");
     (connector, projectors)
 }
 

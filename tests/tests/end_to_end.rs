@@ -49,6 +49,19 @@ async fn whole_topic(topic: &str) -> Vec<Record> {
     guard::read_all(&mut reader, &[topic], DEADLINE).await
 }
 
+/// The simulator on the local stack, writing `sources`, waiting up to the tests' deadline.
+fn sim_config(sources: &storefront_schemas::topology::StorefrontNamespaces) -> SimConfig {
+    SimConfig {
+        mongo: stack().mongo_settings(),
+        sources: sources.clone(),
+        apps: AppSettings {
+            wait_ms: DEADLINE.as_millis() as u64,
+            concurrency: 8,
+        },
+        ..SimConfig::default()
+    }
+}
+
 /// This process's metrics: the in-process connector's and projectors' alike.
 fn scrapes() -> Scrapes {
     let text = storefront_plumbing::telemetry::metrics_handle()
@@ -78,15 +91,7 @@ async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts()
     let topics = connector_config.topics.clone();
 
     // The three applications, to the end of every story.
-    let config = SimConfig {
-        mongo: stack().mongo_settings(),
-        sources: sources.clone(),
-        apps: AppSettings {
-            wait_ms: DEADLINE.as_millis() as u64,
-            concurrency: 8,
-        },
-        ..SimConfig::default()
-    };
+    let config = sim_config(&sources);
     let simulator = Simulator::connect(&config).await.unwrap();
     let expected = simulator
         .run_scenario(&ScenarioSpec {
@@ -333,15 +338,7 @@ async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts()
 async fn a_load_at_a_fixed_rate_ends_as_the_model_says() {
     let (connector_config, projectors_config) = configs();
     let pipeline = Pipeline::start(&connector_config, &projectors_config).await;
-    let config = SimConfig {
-        mongo: stack().mongo_settings(),
-        sources: connector_config.sources.clone(),
-        apps: AppSettings {
-            wait_ms: DEADLINE.as_millis() as u64,
-            concurrency: 8,
-        },
-        ..SimConfig::default()
-    };
+    let config = sim_config(&connector_config.sources);
     let simulator = Simulator::connect(&config).await.unwrap();
     let expected = simulator
         .run_load(&LoadSpec {

@@ -64,9 +64,9 @@ impl Pipeline {
     }
 }
 
-/// Configurations sharing unique databases and topics; every topic has one partition, so a
-/// sentinel is read only after everything published before it.
-pub fn configs() -> (ConnectorConfig, ProjectorsConfig) {
+/// The shipped defaults, with unique databases, topics, checkpoints and groups on the local
+/// stack (logging at `TEST_LOG`, default `warn`).
+pub fn default_configs() -> (ConnectorConfig, ProjectorsConfig) {
     let sources = StorefrontNamespaces {
         accounts: Namespace::new(unique("accounts"), "customer.accounts"),
         orders: Namespace::new(unique("orders"), "customer.orders"),
@@ -81,7 +81,7 @@ pub fn configs() -> (ConnectorConfig, ProjectorsConfig) {
         filter: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
         ..LogSettings::default()
     };
-    let mut connector = ConnectorConfig {
+    let connector = ConnectorConfig {
         mongo: stack().mongo_settings(),
         kafka: stack().kafka_settings(),
         http: HttpSettings::on_port(0),
@@ -89,20 +89,16 @@ pub fn configs() -> (ConnectorConfig, ProjectorsConfig) {
         sources: sources.clone(),
         topics: topics.clone(),
         stream: StreamSettings {
-            idle_poll_max_ms: 50,
             dead_letter_topic: unique("connector_dead"),
             ..StreamSettings::default()
         },
         checkpoints: CheckpointSettings {
             database: unique("cdc_state"),
-            interval_ms: 50,
             ..CheckpointSettings::default()
         },
         ..ConnectorConfig::default()
     };
-    // One partition per topic, so a sentinel is read only after everything published before it.
-    connector.new_topics.partitions = 1;
-    let mut projectors = ProjectorsConfig {
+    let projectors = ProjectorsConfig {
         consumer_group_prefix: unique("projectors"),
         mongo: stack().mongo_settings(),
         kafka: stack().kafka_settings(),
@@ -114,14 +110,24 @@ pub fn configs() -> (ConnectorConfig, ProjectorsConfig) {
             fulfillment: sources.fulfillment,
         },
         apply: ApplySettings {
-            batch_wait_ms: 5,
-            commit_interval_ms: 50,
-            retry_initial_ms: 20,
             dead_letter_topic: unique("projectors_dead"),
             ..ApplySettings::default()
         },
         ..ProjectorsConfig::default()
     };
+    (connector, projectors)
+}
+
+/// [`default_configs`] tuned for tests: every topic has one partition, so a sentinel is read
+/// only after everything published before it, and checkpoints, commits and retries come fast.
+pub fn configs() -> (ConnectorConfig, ProjectorsConfig) {
+    let (mut connector, mut projectors) = default_configs();
+    connector.stream.idle_poll_max_ms = 50;
+    connector.checkpoints.interval_ms = 50;
+    connector.new_topics.partitions = 1;
+    projectors.apply.batch_wait_ms = 5;
+    projectors.apply.commit_interval_ms = 50;
+    projectors.apply.retry_initial_ms = 20;
     projectors.new_topics.partitions = 1;
     (connector, projectors)
 }
