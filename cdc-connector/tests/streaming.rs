@@ -647,7 +647,26 @@ async fn kill_9_during_a_burst_loses_no_change() {
         .insert_one(customer(first, "First"))
         .await
         .unwrap();
-    storefront_tests::eventually(DEADLINE, "the first change's checkpoint", saved_position).await;
+    // On a timeout, say what there was: the checkpoint document (a claim only, a token without
+    // a position, or nothing) and whether the change reached Kafka.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while saved_position().await.is_none() {
+        if std::time::Instant::now() > deadline {
+            let raw = client
+                .database(&config.checkpoints.database)
+                .collection::<Document>(&config.checkpoints.collection)
+                .find_one(doc! { "_id": &stream_name })
+                .await
+                .unwrap();
+            panic!(
+                "timed out waiting for the first change's checkpoint: checkpoint {raw:?}, \
+                 {} record(s) in {topic}, process running: {}",
+                watermarks.record_count(&[&topic]),
+                daemon.is_running()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     daemon.signal("TERM");
     assert!(daemon.exit_status().await.success());
 
