@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use storefront_plumbing::config::{self, Overrides};
-use storefront_schemas::topology::Namespace;
+use storefront_schemas::topology::StorefrontNamespaces;
 use storefront_sim::config::ENV_PREFIX;
 use storefront_sim::report::{self, Scrapes};
 use storefront_sim::scrape::Scrape;
@@ -322,14 +322,6 @@ impl Endpoints {
     }
 }
 
-fn flow_sources(config: &SimConfig) -> [(&'static Flow, &Namespace); 3] {
-    [
-        (&Flow::ALL[0], &config.sources.accounts),
-        (&Flow::ALL[1], &config.sources.orders),
-        (&Flow::ALL[2], &config.sources.fulfillment),
-    ]
-}
-
 /// The demo: the scenario with live progress, convergence, the report.
 async fn demo(
     config: &SimConfig,
@@ -348,7 +340,7 @@ async fn demo(
     );
     let show = tokio::spawn(show_demo_progress(
         progress.clone(),
-        flow_sources(config).map(|(flow, ns)| (*flow, ns.clone())),
+        config.sources.clone(),
         before.clone(),
         endpoints.clone(),
         terminal,
@@ -381,30 +373,24 @@ async fn demo(
     // The projectors count an event once its batch is settled, a moment after its write is
     // visible: wait (briefly) until they have taken every event the connector published.
     let settle = std::time::Instant::now() + Duration::from_secs(10);
-    let mut after = endpoints.scrape().await?;
-    let mut report = report::build(
-        flow_sources(config),
-        &progress.snapshot(),
-        &before,
-        &after,
-        &verified,
-    );
-    while std::time::Instant::now() < settle
-        && report
-            .flows
-            .iter()
-            .any(|flow| flow.projected + flow.dead_letters < flow.published)
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        after = endpoints.scrape().await?;
-        report = report::build(
-            flow_sources(config),
+    let report = loop {
+        let after = endpoints.scrape().await?;
+        let report = report::build(
+            &config.sources,
             &progress.snapshot(),
             &before,
             &after,
             &verified,
         );
-    }
+        let behind = report
+            .flows
+            .iter()
+            .any(|flow| flow.projected + flow.dead_letters < flow.published);
+        if !behind || std::time::Instant::now() >= settle {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     show.abort();
     interrupt.abort();
     let _ = show.await;
@@ -425,7 +411,7 @@ async fn demo(
 /// terminal, a log line every five seconds otherwise. Runs until aborted.
 async fn show_demo_progress(
     progress: Arc<Progress>,
-    sources: [(Flow, Namespace); 3],
+    sources: StorefrontNamespaces,
     before: Scrapes,
     endpoints: Endpoints,
     terminal: bool,
@@ -452,12 +438,7 @@ async fn show_demo_progress(
     loop {
         let snapshot = progress.snapshot();
         let after = endpoints.scrape().await.unwrap_or_default();
-        let sources = [
-            (&sources[0].0, &sources[0].1),
-            (&sources[1].0, &sources[1].1),
-            (&sources[2].0, &sources[2].1),
-        ];
-        let figures = report::build(sources, &snapshot, &before, &after, &Default::default());
+        let figures = report::build(&sources, &snapshot, &before, &after, &Default::default());
         for (flow, bar) in figures.flows.iter().zip(&bars) {
             let counts = snapshot.flow(flow.flow);
             bar.set_length(counts.planned);

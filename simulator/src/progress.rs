@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use storefront_schemas::topology::{Namespace, StorefrontNamespaces};
+
 /// One application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -28,6 +30,15 @@ impl Flow {
             Flow::Accounts => "accounts",
             Flow::Orders => "orders",
             Flow::Fulfillment => "fulfillment",
+        }
+    }
+
+    /// The collection this application writes.
+    pub fn source(self, sources: &StorefrontNamespaces) -> &Namespace {
+        match self {
+            Flow::Accounts => &sources.accounts,
+            Flow::Orders => &sources.orders,
+            Flow::Fulfillment => &sources.fulfillment,
         }
     }
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use storefront_schemas::topology::Namespace;
+use storefront_schemas::topology::StorefrontNamespaces;
 
 use crate::progress::{Flow, ProgressSnapshot};
 use crate::scrape::{Scrape, bucket_delta, quantile};
@@ -86,17 +86,17 @@ impl Scrapes {
 
 /// The figures of the run between `before` and `after`.
 pub fn build(
-    sources: [(&Flow, &Namespace); 3],
+    sources: &StorefrontNamespaces,
     progress: &ProgressSnapshot,
     before: &Scrapes,
     after: &Scrapes,
     verified: &VerifyReport,
 ) -> DemoReport {
     let delta = |f: &dyn Fn(&Scrapes) -> f64| (f(after) - f(before)).max(0.0).round() as u64;
-    let flows = sources
+    let flows = Flow::ALL
         .into_iter()
-        .map(|(flow, namespace)| {
-            let source = namespace.to_string();
+        .map(|flow| {
+            let source = flow.source(sources).to_string();
             let topics: Vec<String> = after
                 .topics(&source)
                 .into_iter()
@@ -137,8 +137,8 @@ pub fn build(
             }
             let latency = quantile(0.5, &buckets).zip(quantile(0.99, &buckets));
             FlowFigures {
-                flow: *flow,
-                changes: progress.flow(*flow).written,
+                flow,
+                changes: progress.flow(flow).written,
                 published: per_topic(&|s, t| s.published(&source, t)),
                 projected: applied + superseded,
                 applied,
@@ -246,6 +246,8 @@ fn format_ms(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use storefront_schemas::topology::Namespace;
+
     use crate::compare::Difference;
     use crate::progress::Progress;
 
@@ -283,9 +285,11 @@ projector_end_to_end_latency_seconds_bucket{projector="orders",topic="c",le="+In
 "#;
 
     fn report(differences: Vec<Difference>) -> DemoReport {
-        let accounts = Namespace::new("customer", "accounts");
-        let orders = Namespace::new("customer", "orders");
-        let fulfillment = Namespace::new("fulfillment", "requests");
+        let sources = StorefrontNamespaces {
+            accounts: Namespace::new("customer", "accounts"),
+            orders: Namespace::new("customer", "orders"),
+            fulfillment: Namespace::new("fulfillment", "requests"),
+        };
         let progress = Progress::new();
         for _ in 0..4 {
             progress.wrote(Flow::Accounts);
@@ -300,11 +304,7 @@ projector_end_to_end_latency_seconds_bucket{projector="orders",topic="c",le="+In
             differences,
         };
         build(
-            [
-                (&Flow::Accounts, &accounts),
-                (&Flow::Orders, &orders),
-                (&Flow::Fulfillment, &fulfillment),
-            ],
+            &sources,
             &progress.snapshot(),
             &scrape(BEFORE_CONNECTOR, BEFORE_PROJECTORS),
             &scrape(AFTER_CONNECTOR, AFTER_PROJECTORS),

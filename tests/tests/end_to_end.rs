@@ -18,7 +18,9 @@ use mongodb::bson::{Bson, Document, doc};
 use storefront_sim::config::AppSettings;
 use storefront_sim::report::{self, Scrapes};
 use storefront_sim::scrape::Scrape;
-use storefront_sim::{Flow, LoadSpec, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify};
+use storefront_sim::{
+    ExpectedState, Flow, LoadSpec, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify,
+};
 use storefront_tests::{Record, TopicReader, guard, stack, unique};
 
 mod pipeline;
@@ -60,6 +62,33 @@ fn sim_config(sources: &storefront_schemas::topology::StorefrontNamespaces) -> S
         },
         ..SimConfig::default()
     }
+}
+
+/// Waits until the databases equal `expected` (the run owns the collections: nothing else may
+/// be there) and returns the verification; fails with the first differences otherwise.
+async fn converged(client: &mongodb::Client, expected: &ExpectedState) -> verify::Report {
+    let report = verify::verify_until(
+        client,
+        expected,
+        VerifyOptions { exclusive: true },
+        DEADLINE,
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.differences.is_empty(),
+        "{} differences ({:?}), the first ones:\n{}",
+        report.differences.len(),
+        report.differences_per_collection(),
+        report
+            .differences
+            .iter()
+            .take(10)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    report
 }
 
 /// This process's metrics: the in-process connector's and projectors' alike.
@@ -119,27 +148,7 @@ async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts()
 
     // The databases reach the model's state: every field the domain defines, nothing else.
     let client = stack().mongo_client().await;
-    let report = verify::verify_until(
-        &client,
-        &expected,
-        VerifyOptions { exclusive: true },
-        DEADLINE,
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.differences.is_empty(),
-        "{} differences ({:?}), the first ones:\n{}",
-        report.differences.len(),
-        report.differences_per_collection(),
-        report
-            .differences
-            .iter()
-            .take(10)
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let report = converged(&client, &expected).await;
     assert_eq!(
         report.compared.values().sum::<u64>(),
         counts.customers * 2 + counts.approved_orders
@@ -255,11 +264,7 @@ async fn a_simulated_storefront_ends_as_the_model_says_with_exact_event_counts()
     // events published are exactly the records in its topic (sentinels included), and the
     // projectors took them all, bar perhaps the sentinel still on its way when they stopped.
     let demo = report::build(
-        [
-            (&Flow::Accounts, &sources.accounts),
-            (&Flow::Orders, &sources.orders),
-            (&Flow::Fulfillment, &sources.fulfillment),
-        ],
+        &sources,
         &progress,
         &metrics_before,
         &metrics_after,
@@ -363,19 +368,6 @@ async fn a_load_at_a_fixed_rate_ends_as_the_model_says() {
     assert_eq!(expected.counts.customers, progress.customers_done);
 
     let client = stack().mongo_client().await;
-    let report = verify::verify_until(
-        &client,
-        &expected,
-        VerifyOptions { exclusive: true },
-        DEADLINE,
-    )
-    .await
-    .unwrap();
+    converged(&client, &expected).await;
     pipeline.stop().await;
-    assert!(
-        report.differences.is_empty(),
-        "{} differences, e.g. {:?}",
-        report.differences.len(),
-        report.differences.first()
-    );
 }
