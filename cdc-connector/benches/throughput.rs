@@ -24,6 +24,10 @@
 //!
 //! Run: `cargo bench -p cdc-connector --bench throughput` (starts the local stack if needed).
 //! `BENCH_CONNECTOR_BIN=<path>` runs another build of the connector instead of this one's.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: synchronous Kafka calls wait on the local broker only"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -142,7 +146,7 @@ async fn connector(accounts: &Namespace, marker: &ResumeToken, events: usize) ->
         .await
         .unwrap();
     let watermarks: BaseConsumer<TracingContext> =
-        storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "bench")
+        storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "bench", &[], &[])
             .create_with_context(TracingContext)
             .unwrap();
     let topic = &bench.config.topics.customer_change;

@@ -186,7 +186,7 @@ async fn work(
             first_error.get_or_insert(error);
         }
     }
-    if let Err(error) = publisher.flush(Duration::from_secs(30)) {
+    if let Err(error) = publisher.flush(Duration::from_secs(30)).await {
         tracing::warn!(%error, "kafka flush at shutdown");
     }
     tracing::info!("connector stopped");

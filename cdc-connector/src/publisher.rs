@@ -89,24 +89,17 @@ impl std::fmt::Debug for Publisher {
 /// partition anyway). Defaults only: an operator's `kafka.properties` wins, for example a
 /// `linger.ms` of 1 that trades producer CPU for about 4 ms less latency at moderate rates
 /// (docs/benchmarks.md).
-const PRODUCER_DEFAULTS: [(&str, &str); 3] = [
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
     ("compression.type", "lz4"),
     ("queue.buffering.max.messages", "200000"),
 ];
 
-/// The idempotent producer's configuration: the guarantees' settings (never overridable; the
-/// settings' validation refuses them in `properties`), [`PRODUCER_DEFAULTS`] unless the operator
-/// set them, and the operator's properties.
+/// The idempotent producer's configuration: [`PRODUCER_DEFAULTS`] as defaults the operator's
+/// properties replace, and the guarantees' settings (never overridable; the settings' validation
+/// refuses them in `properties`).
 fn producer_client_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
-    let mut config = kafka::producer_config(settings, client_id);
-    let operator = settings.client_properties();
-    for (key, value) in PRODUCER_DEFAULTS {
-        if !operator.contains_key(key) {
-            config.set(key, value);
-        }
-    }
-    config
+    kafka::producer_config(settings, client_id, PRODUCER_DEFAULTS)
 }
 
 impl Publisher {
@@ -256,9 +249,8 @@ impl Publisher {
     }
 
     /// Waits until every enqueued record is delivered or `timeout` passes.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        use rdkafka::producer::Producer;
-        self.producer.flush(timeout)
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        storefront_plumbing::kafka_io::flush(self.producer.clone(), timeout).await
     }
 }
 

@@ -1,5 +1,9 @@
 //! The connector as an operator meets it: its command line, its config errors, its health
 //! endpoint, and a clean stop on SIGTERM, against the real local stack.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: synchronous Kafka calls wait on the local broker only"
+)]
 
 use std::path::Path;
 use std::process::Command;
@@ -39,10 +43,14 @@ fn test_config() -> ConnectorConfig {
 /// Partitions of `topic` once the broker's metadata lists them (a topic just created can show
 /// none, with `LeaderNotAvailable`, for a moment).
 async fn partitions_of(topic: &str) -> usize {
-    let consumer: BaseConsumer<TracingContext> =
-        storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "storefront-tests")
-            .create_with_context(TracingContext)
-            .unwrap();
+    let consumer: BaseConsumer<TracingContext> = storefront_plumbing::kafka::client_config(
+        &stack().kafka_settings(),
+        "storefront-tests",
+        &[],
+        &[],
+    )
+    .create_with_context(TracingContext)
+    .unwrap();
     eventually(DEADLINE, &format!("partitions of {topic}"), async || {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))

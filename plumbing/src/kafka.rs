@@ -113,36 +113,78 @@ impl ProducerContext for ProbeContext {
     fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
-/// Base configuration shared by every client of a process.
-pub fn client_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+/// A client's configuration, with every client's properties in one order:
+///
+/// 1. `bootstrap.servers` and `client.id`;
+/// 2. `tuning`: the product's defaults for this client (batching, timeouts, fetch waits);
+/// 3. the operator's: the named `kafka.*` settings and `kafka.properties`, which replace any
+///    default of step 2;
+/// 4. `guarantees`: what the client's delivery guarantees rest on. The settings' validation
+///    refuses these keys in `kafka.properties` ([`GUARANTEED_KAFKA_PROPERTIES`]), so they never
+///    conflict with the operator's; setting them last only makes that structural.
+///
+/// [`GUARANTEED_KAFKA_PROPERTIES`]: crate::settings::GUARANTEED_KAFKA_PROPERTIES
+pub fn client_config(
+    settings: &KafkaSettings,
+    client_id: &str,
+    tuning: &[(&str, &str)],
+    guarantees: &[(&str, &str)],
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("client.id", client_id);
+    for (key, value) in tuning {
+        config.set(*key, *value);
+    }
     for (key, value) in settings.client_properties() {
         config.set(key, value);
+    }
+    for (key, value) in guarantees {
+        config.set(*key, *value);
     }
     config
 }
 
-/// A producer that never duplicates or reorders on its own retries and waits for every in-sync
-/// replica: the basis of at-least-once delivery with per-key order.
-pub fn producer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
-    let mut config = client_config(settings, client_id);
-    config.set("enable.idempotence", "true").set("acks", "all");
-    config
+/// What every producer's guarantees rest on: it never duplicates or reorders on its own retries
+/// and waits for every in-sync replica, the basis of at-least-once delivery with per-key order.
+pub const PRODUCER_GUARANTEES: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+/// A producer with [`PRODUCER_GUARANTEES`], `tuning` as defaults the operator overrides.
+pub fn producer_config(
+    settings: &KafkaSettings,
+    client_id: &str,
+    tuning: &[(&str, &str)],
+) -> ClientConfig {
+    client_config(settings, client_id, tuning, PRODUCER_GUARANTEES)
 }
 
-/// A consumer in `group_id` whose offsets move only when the caller stores and commits them.
-pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group_id: &str) -> ClientConfig {
-    let mut config = client_config(settings, client_id);
-    config
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed");
-    config
+/// A consumer in `group_id` whose offsets move only when the caller stores and commits them,
+/// and that starts a new group at the earliest record (a group starting at the latest would skip
+/// every event before its first commit). `tuning` are defaults the operator overrides.
+pub fn consumer_config(
+    settings: &KafkaSettings,
+    client_id: &str,
+    group_id: &str,
+    tuning: &[(&str, &str)],
+) -> ClientConfig {
+    // Our producers are not transactional, so this changes nothing today; it keeps a future
+    // transactional writer's aborted records out.
+    let tuning: Vec<(&str, &str)> = [("isolation.level", "read_committed")]
+        .into_iter()
+        .chain(tuning.iter().copied())
+        .collect();
+    client_config(
+        settings,
+        client_id,
+        &tuning,
+        &[
+            ("group.id", group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+        ],
+    )
 }
 
 /// A topic the process needs.
@@ -210,7 +252,7 @@ fn admin(
     settings: &KafkaSettings,
     client_id: &str,
 ) -> Result<AdminClient<TracingContext>, KafkaSetupError> {
-    client_config(settings, client_id)
+    client_config(settings, client_id, &[], &[])
         .create_with_context(TracingContext)
         .map_err(|error| KafkaSetupError::Config(scrub_error(settings, error)))
 }
@@ -231,35 +273,36 @@ pub async fn broker_count(
     // A producer rather than an admin client: rust-rdkafka's admin client never polls the main
     // queue, where librdkafka puts its error events; a threaded producer polls it all the time, so
     // an authentication failure reaches the context within a poll interval.
-    let probe: ThreadedProducer<ProbeContext> = client_config(settings, client_id)
+    let probe: ThreadedProducer<ProbeContext> = client_config(settings, client_id, &[], &[])
         .create_with_context(ProbeContext::default())
         .map_err(|error| KafkaSetupError::Config(scrub_error(settings, error)))?;
-    let settings = settings.clone();
-    // fetch_metadata blocks its thread until the brokers answer or its timeout passes: ask in
-    // short slices and look for a refused login in between.
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        loop {
-            let left = timeout.saturating_sub(started.elapsed());
-            let outcome = probe.client().fetch_metadata(None, left.min(PROBE_SLICE));
-            if let Some(reason) = probe.context().authentication_failure() {
-                return Err(authentication_error(&settings, &reason));
-            }
-            match outcome {
-                Ok(metadata) => return Ok(metadata.brokers().len()),
-                Err(source) if started.elapsed() >= timeout => {
-                    return Err(KafkaSetupError::Unreachable {
-                        servers: settings.bootstrap_servers.clone(),
-                        timeout,
-                        source,
-                    });
-                }
-                Err(_) => {}
-            }
+    let probe = std::sync::Arc::new(probe);
+    // Ask in short slices and look for a refused login in between.
+    let started = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        let outcome = crate::kafka_io::fetch_metadata(
+            &probe,
+            ThreadedProducer::client,
+            None,
+            left.min(PROBE_SLICE),
+        )
+        .await;
+        if let Some(reason) = probe.context().authentication_failure() {
+            return Err(authentication_error(settings, &reason));
         }
-    })
-    .await
-    .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+        match outcome {
+            Ok(metadata) => return Ok(metadata.brokers().len()),
+            Err(source) if started.elapsed() >= timeout => {
+                return Err(KafkaSetupError::Unreachable {
+                    servers: settings.bootstrap_servers.clone(),
+                    timeout,
+                    source,
+                });
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// The error for a refused login, from librdkafka's `reason` (which names the broker), with every
@@ -339,7 +382,7 @@ mod tests {
 
     #[test]
     fn clients_get_the_named_security_settings() {
-        let config = producer_config(&sasl_settings(), "test-client");
+        let config = producer_config(&sasl_settings(), "test-client", &[]);
         assert_eq!(config.get("bootstrap.servers"), Some("broker:9094"));
         assert_eq!(config.get("security.protocol"), Some("SASL_PLAINTEXT"));
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));

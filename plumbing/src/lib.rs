@@ -6,6 +6,7 @@
 //! - [`telemetry`]: logging, Prometheus metrics and the `/health` + `/metrics` HTTP endpoint.
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the cancellation token every task listens to.
 //! - [`kafka`]: one place that builds every Kafka client and creates topics.
+//! - [`kafka_io`]: librdkafka's blocking calls, run off the async runtime (the only place allowed to).
 //! - [`mongo`]: one place that builds the MongoDB client.
 //! - [`process`]: the frame around a process: telemetry, HTTP endpoint, shutdown token.
 //! - [`retry`]: capped exponential backoff with jitter for transient failures.
@@ -16,6 +17,7 @@
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod kafka_io;
 pub mod mongo;
 pub mod process;
 pub mod retry;

@@ -111,13 +111,19 @@ impl Default for KafkaSettings {
     }
 }
 
-/// librdkafka properties that the pipeline sets itself because its guarantees rest on them.
+/// librdkafka properties that the pipeline sets itself because its guarantees rest on them:
+/// producers' idempotence and acknowledgements, consumers' manual offsets, their group (named by
+/// the config's group prefix), a new group starting at the earliest record, and the end-of-partition
+/// events a projection rebuild finds the end of a topic by.
 pub const GUARANTEED_KAFKA_PROPERTIES: &[&str] = &[
     "enable.idempotence",
     "acks",
     "enable.auto.commit",
     "enable.auto.offset.store",
     "bootstrap.servers",
+    "group.id",
+    "auto.offset.reset",
+    "enable.partition.eof",
 ];
 
 /// `security.protocol` values librdkafka accepts (case-insensitively).

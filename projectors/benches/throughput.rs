@@ -132,7 +132,7 @@ fn bench_config() -> ProjectorsConfig {
 /// Produces `records` as fast as the producer batches them; waits for every acknowledgement.
 async fn produce(records: &[Outbound]) -> f64 {
     let producer: FutureProducer<TracingContext> =
-        storefront_plumbing::kafka::producer_config(&stack().kafka_settings(), "bench")
+        storefront_plumbing::kafka::producer_config(&stack().kafka_settings(), "bench", &[])
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")
             .create_with_context(TracingContext)
@@ -354,6 +354,7 @@ async fn raw_consume(topic: &str, expected: usize) -> (f64, Vec<Vec<u8>>) {
         &stack().kafka_settings(),
         "bench",
         &unique("bench_raw"),
+        &[],
     )
     .create_with_context(TracingContext)
     .unwrap();

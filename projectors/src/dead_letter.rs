@@ -91,13 +91,12 @@ impl DeadLetters {
         topic: &str,
         projector: Projector,
     ) -> Result<Self, KafkaSetupError> {
-        let mut config = kafka::producer_config(settings, client_id);
         // Fail a delivery within a minute rather than librdkafka's five, so the runner's retry
         // (and /health) reports an unreachable cluster promptly; nothing is dropped either way.
-        config.set("message.timeout.ms", "60000");
-        let producer = config
-            .create_with_context(TracingContext)
-            .map_err(KafkaSetupError::Config)?;
+        let producer =
+            kafka::producer_config(settings, client_id, &[("message.timeout.ms", "60000")])
+                .create_with_context(TracingContext)
+                .map_err(KafkaSetupError::Config)?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),

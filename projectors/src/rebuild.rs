@@ -31,14 +31,17 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::Client;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use storefront_plumbing::kafka::KafkaSetupError;
+use storefront_plumbing::kafka_io;
 use storefront_plumbing::mongo::{self, MongoConnectError};
 use storefront_plumbing::telemetry::Health;
 use tokio_util::sync::CancellationToken;
@@ -166,7 +169,13 @@ pub async fn rebuild(
     let topics = config.source_topics(projector);
 
     // 1. Nobody else may be applying this projection.
-    let probe = runner::consumer(&config, projector, &client_id, health.clone(), &[])?;
+    let probe = Arc::new(runner::consumer(
+        &config,
+        projector,
+        &client_id,
+        health.clone(),
+        &[],
+    )?);
     let members = group_members(&probe, &group).await?;
     if members > 0 {
         return Err(RebuildError::GroupActive { group, members });
@@ -227,7 +236,13 @@ pub async fn rebuild(
     }
 
     // 5. Live instances continue after what was replayed.
-    let finisher = runner::consumer(&config, projector, &client_id, health, &[])?;
+    let finisher = Arc::new(runner::consumer(
+        &config,
+        projector,
+        &client_id,
+        health,
+        &[],
+    )?);
     commit(&finisher, &ranges, |r| r.end).await?;
     progress.finish();
     report.elapsed = started.elapsed();
@@ -262,13 +277,13 @@ async fn replay(
     if open.is_empty() {
         return Ok(());
     }
-    let consumer = runner::consumer(
+    let consumer = Arc::new(runner::consumer(
         config,
         projector,
         client_id,
         Health::new(),
         &[("enable.partition.eof", "true")],
-    )?;
+    )?);
     let mut assignment = TopicPartitionList::new();
     for partition in &open {
         let range = &ranges[&(topic.to_owned(), *partition)];
@@ -291,7 +306,11 @@ async fn replay(
     let mut in_hand: Option<Prepared> = None;
     loop {
         if shutdown.is_cancelled() {
-            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            runner::report_commit(
+                projector,
+                kafka_io::commit_stored(&consumer).await,
+                "rebuild: offset commit at shutdown failed; a rebuild run again replays from the start",
+            );
             return Err(RebuildError::Interrupted {
                 done: progress.done(),
                 total: progress.total(),
@@ -361,7 +380,11 @@ async fn replay(
             });
         }
         if last_commit.elapsed() >= commit_interval {
-            let _ = consumer.commit_consumer_state(CommitMode::Async);
+            runner::report_commit(
+                projector,
+                kafka_io::commit_stored_in_background(&*consumer),
+                "rebuild: starting an offset commit failed; retried at the next interval",
+            );
             last_commit = Instant::now();
         }
         progress.log(projector);
@@ -373,7 +396,13 @@ async fn replay(
             range.reached = range.end;
         }
     }
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    // The group's final offsets are committed by the rebuild's last step (the replayed ends), so
+    // a failure here only loses a progress mark.
+    runner::report_commit(
+        projector,
+        kafka_io::commit_stored(&consumer).await,
+        "rebuild: offset commit after a topic's replay failed",
+    );
     Ok(())
 }
 
@@ -409,23 +438,23 @@ async fn collect(
 }
 
 async fn group_members(
-    consumer: &StreamConsumer<ProjectorContext>,
+    consumer: &Arc<StreamConsumer<ProjectorContext>>,
     group: &str,
 ) -> Result<usize, KafkaError> {
-    let list = consumer.fetch_group_list(Some(group), Duration::from_secs(10))?;
-    Ok(list
-        .groups()
-        .iter()
-        .filter(|g| g.name() == group)
-        .map(|g| g.members().len())
-        .sum())
+    kafka_io::group_member_count(consumer, client_of, group, Duration::from_secs(10)).await
+}
+
+/// The librdkafka client of a projector's consumer.
+fn client_of(consumer: &StreamConsumer<ProjectorContext>) -> &Client<ProjectorContext> {
+    consumer.client()
 }
 
 async fn watermarks(
-    consumer: &StreamConsumer<ProjectorContext>,
+    consumer: &Arc<StreamConsumer<ProjectorContext>>,
     topic: &str,
 ) -> Result<Vec<(i32, (i64, i64))>, KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let timeout = Duration::from_secs(10);
+    let metadata = kafka_io::fetch_metadata(consumer, client_of, Some(topic), timeout).await?;
     let mut found = Vec::new();
     for entry in metadata.topics() {
         if let Some(error) = entry.error() {
@@ -433,7 +462,8 @@ async fn watermarks(
         }
         for partition in entry.partitions() {
             let marks =
-                consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+                kafka_io::fetch_watermarks(consumer, client_of, topic, partition.id(), timeout)
+                    .await?;
             found.push((partition.id(), marks));
         }
     }
@@ -442,7 +472,7 @@ async fn watermarks(
 
 /// Commits, for every partition, the offset `pick` chooses, as the projector's group.
 async fn commit(
-    consumer: &StreamConsumer<ProjectorContext>,
+    consumer: &Arc<StreamConsumer<ProjectorContext>>,
     ranges: &BTreeMap<(String, i32), Range>,
     pick: impl Fn(&Range) -> i64,
 ) -> Result<(), KafkaError> {
@@ -453,7 +483,7 @@ async fn commit(
     if list.count() == 0 {
         return Ok(());
     }
-    consumer.commit(&list, CommitMode::Sync)
+    kafka_io::commit(consumer, list).await
 }
 
 /// Progress on stderr (a bar when interactive) and in the log every few seconds.

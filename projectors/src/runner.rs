@@ -36,19 +36,18 @@
 //! Consumer lag per partition comes from librdkafka's statistics (`apply.lag_interval_ms`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use storefront_plumbing::kafka::{self, KafkaSetupError, TracingContext};
+use storefront_plumbing::kafka_io;
 use storefront_plumbing::telemetry::{ComponentState, Health};
 use tokio_util::sync::CancellationToken;
 
@@ -152,13 +151,11 @@ impl ConsumerContext for ProjectorContext {
         };
         // Everything stored has been applied: commit it before the partitions move, so the
         // next owner starts exactly after it.
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => {
-                metrics::commit_failed(self.projector);
-                tracing::warn!(projector = %self.projector, %error, "commit before revocation failed; the next owner replays from the last commit");
-            }
-        }
+        report_commit(
+            self.projector,
+            kafka_io::commit_stored_during_rebalance(consumer),
+            "commit before revocation failed; the next owner replays from the last commit",
+        );
         let mut assignment = self.assignment();
         for element in partitions.elements() {
             assignment.remove(&(element.topic().to_owned(), element.partition()));
@@ -191,13 +188,11 @@ impl ConsumerContext for ProjectorContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => {
-                metrics::commit_failed(self.projector);
-                tracing::warn!(projector = %self.projector, %error, "offset commit failed; retried at the next interval");
-            }
-        }
+        report_commit(
+            self.projector,
+            result,
+            "offset commit failed; retried at the next interval",
+        );
     }
 }
 
@@ -226,27 +221,34 @@ impl RunnerError {
 }
 
 /// Builds the consumer of `projector`: manual offset store and commit (from
-/// [`kafka::consumer_config`]), statistics for lag, our callbacks.
+/// [`kafka::consumer_config`]), statistics for lag, our callbacks, and `guarantees` (keys of
+/// [`GUARANTEED_KAFKA_PROPERTIES`] this client needs besides the consumer's own).
+///
+/// [`GUARANTEED_KAFKA_PROPERTIES`]: storefront_plumbing::settings::GUARANTEED_KAFKA_PROPERTIES
 pub fn consumer(
     config: &ProjectorsConfig,
     projector: Projector,
     client_id: &str,
     health: Health,
-    extra: &[(&str, &str)],
+    guarantees: &[(&str, &str)],
 ) -> Result<StreamConsumer<ProjectorContext>, RunnerError> {
-    let mut client =
-        kafka::consumer_config(&config.kafka, client_id, &config.consumer_group(projector));
-    client.set(
-        "statistics.interval.ms",
-        config.apply.lag_interval_ms.to_string(),
+    let statistics_interval = config.apply.lag_interval_ms.to_string();
+    let tuning = [
+        // Lag metrics come from librdkafka's statistics.
+        ("statistics.interval.ms", statistics_interval.as_str()),
+        // librdkafka lets a fetch wait up to 500 ms for data by default; a projector is latency
+        // bound (and a newly assigned partition's first fetch often waits the whole time).
+        ("fetch.wait.max.ms", "100"),
+    ];
+    let mut client = kafka::consumer_config(
+        &config.kafka,
+        client_id,
+        &config.consumer_group(projector),
+        &tuning,
     );
-    // librdkafka lets a fetch wait up to 500 ms for data by default; a projector is latency
-    // bound (and a newly assigned partition's first fetch often waits the whole time), so a
-    // shorter wait unless the operator chose one.
-    if !config.kafka.properties.contains_key("fetch.wait.max.ms") {
-        client.set("fetch.wait.max.ms", "100");
-    }
-    for (key, value) in extra {
+    // What this client's guarantees need besides the consumer's own (refused in
+    // `kafka.properties`, so never the operator's choice overridden).
+    for (key, value) in guarantees {
         client.set(*key, *value);
     }
     client
@@ -358,7 +360,7 @@ pub async fn run(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
-    let consumer = consumer(config, projector, client_id, health.clone(), &[])?;
+    let consumer = Arc::new(consumer(config, projector, client_id, health.clone(), &[])?);
     let topics = config.source_topics(projector);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -423,7 +425,12 @@ pub async fn run(
             Some(prepared) => in_hand = Some(prepared),
         }
         if uncommitted && last_commit.elapsed() >= commit_interval {
-            commit(&consumer, CommitMode::Async);
+            // Its outcome reaches `commit_callback`.
+            report_commit(
+                projector,
+                kafka_io::commit_stored_in_background(&*consumer),
+                "starting an offset commit failed; retried at the next interval",
+            );
             last_commit = Instant::now();
             uncommitted = false;
         }
@@ -435,7 +442,11 @@ pub async fn run(
         );
     }
     // Applied batches are stored: commit them before leaving the group.
-    commit(&consumer, CommitMode::Sync);
+    report_commit(
+        projector,
+        kafka_io::commit_stored(&consumer).await,
+        "offset commit at shutdown failed; the next owner replays from the last commit",
+    );
     tracing::info!(%projector, "projector stopped");
     outcome
 }
@@ -487,12 +498,15 @@ async fn write(
     )))
 }
 
-fn commit(consumer: &StreamConsumer<ProjectorContext>, mode: CommitMode) {
-    match consumer.commit_consumer_state(mode) {
+/// Logs a failed commit and counts it (nothing stored to commit is no failure). A failed commit
+/// loses nothing: the offsets stay stored and the next commit, or the next owner's replay, covers
+/// them.
+pub(crate) fn report_commit(projector: Projector, result: KafkaResult<()>, what: &str) {
+    match result {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(error) => {
-            metrics::commit_failed(consumer.context().projector);
-            tracing::warn!(projector = %consumer.context().projector, %error, "offset commit failed; retried later");
+            metrics::commit_failed(projector);
+            tracing::warn!(%projector, %error, "{what}");
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec, TracingContext};
+use storefront_plumbing::kafka_io;
 use storefront_plumbing::topics::{TopicRequirement, check, event_topics};
 
 use crate::config::ProjectorsConfig;
@@ -58,11 +59,11 @@ pub async fn ensure(
     client_id: &str,
 ) -> Result<Vec<Mismatch>, KafkaSetupError> {
     let admin: Arc<AdminClient<TracingContext>> = Arc::new(
-        kafka::client_config(&config.kafka, client_id)
+        kafka::client_config(&config.kafka, client_id, &[], &[])
             .create_with_context(TracingContext)
             .map_err(KafkaSetupError::Config)?,
     );
-    let existing = existing_topics(admin.clone()).await?;
+    let existing = existing_topics(&admin).await?;
     let (present, missing): (Vec<TopicSpec>, Vec<TopicSpec>) = specs(config)
         .into_iter()
         .partition(|spec| existing.contains(&spec.name));
@@ -116,13 +117,11 @@ pub async fn ensure(
 
 /// The names of the cluster's topics.
 async fn existing_topics(
-    admin: Arc<AdminClient<TracingContext>>,
+    admin: &Arc<AdminClient<TracingContext>>,
 ) -> Result<std::collections::HashSet<String>, KafkaSetupError> {
     let timeout = Duration::from_secs(10);
-    // fetch_metadata blocks its thread until the brokers answer or the timeout passes.
-    tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, timeout))
+    kafka_io::fetch_metadata(admin, AdminClient::inner, None, timeout)
         .await
-        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
         .map(|metadata| {
             metadata
                 .topics()

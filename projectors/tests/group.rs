@@ -1,6 +1,10 @@
 //! Two instances of one projector in one consumer group, as separate processes (the release
 //! path an operator scales with): they share the partitions, everything is applied, and no
 //! record is applied by both.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: synchronous Kafka calls wait on the local broker only"
+)]
 
 mod common;
 
@@ -28,10 +32,14 @@ async fn records_settled(addr: std::net::SocketAddr) -> f64 {
 }
 
 fn group_members(group: &str) -> usize {
-    let consumer: BaseConsumer<TracingContext> =
-        storefront_plumbing::kafka::client_config(&stack().kafka_settings(), "projectors-tests")
-            .create_with_context(TracingContext)
-            .unwrap();
+    let consumer: BaseConsumer<TracingContext> = storefront_plumbing::kafka::client_config(
+        &stack().kafka_settings(),
+        "projectors-tests",
+        &[],
+        &[],
+    )
+    .create_with_context(TracingContext)
+    .unwrap();
     consumer
         .fetch_group_list(Some(group), Duration::from_secs(10))
         .map(|list| {

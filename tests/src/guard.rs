@@ -39,6 +39,7 @@ impl Watermarks {
             &stack().kafka_settings(),
             "storefront-tests",
             &unique("watermarks"),
+            &[],
         )
         .create_with_context(TracingContext)
         .expect("a consumer for watermarks");
@@ -48,6 +49,10 @@ impl Watermarks {
     /// The number of records `topics` hold now: the sum over their partitions of high minus low
     /// watermark. Exact for topics written without transactions (no control records), as every
     /// topic of this project is.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test's synchronous check, waiting on the local broker only"
+    )]
     pub fn record_count(&self, topics: &[&str]) -> i64 {
         let timeout = Duration::from_secs(10);
         topics

@@ -446,6 +446,7 @@ impl TopicReader {
                 &stack().kafka_settings(),
                 "storefront-tests",
                 &unique("reader"),
+                &[],
             )
             .create_with_context(storefront_plumbing::kafka::TracingContext)
             .unwrap();

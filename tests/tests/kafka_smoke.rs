@@ -1,6 +1,10 @@
 //! Smoke tests of the local Kafka broker as the product uses it, through rdkafka and the client
 //! builders of `storefront-plumbing`: an idempotent producer, a consumer group whose offsets move
 //! only on manual commit, and transactions seen correctly by a read_committed consumer.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: synchronous Kafka calls wait on the local broker only"
+)]
 
 use std::time::Duration;
 
@@ -31,7 +35,7 @@ async fn new_topic(partitions: i32) -> String {
 
 fn consumer(group: &str, topic: &str) -> StreamConsumer<TracingContext> {
     let consumer: StreamConsumer<TracingContext> =
-        consumer_config(&stack().kafka_settings(), "storefront-tests", group)
+        consumer_config(&stack().kafka_settings(), "storefront-tests", group, &[])
             .create_with_context(TracingContext)
             .unwrap();
     consumer.subscribe(&[topic]).unwrap();
@@ -57,9 +61,10 @@ async fn receive(consumer: &StreamConsumer<TracingContext>) -> (String, String, 
 #[tokio::test]
 async fn idempotent_producer_and_manual_commits_resume_where_the_group_stopped() {
     let topic = new_topic(1).await;
-    let producer: FutureProducer = producer_config(&stack().kafka_settings(), "storefront-tests")
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        producer_config(&stack().kafka_settings(), "storefront-tests", &[])
+            .create()
+            .unwrap();
     for n in 0..6 {
         let payload = format!("event-{n}");
         producer
@@ -105,7 +110,7 @@ async fn idempotent_producer_and_manual_commits_resume_where_the_group_stopped()
 #[tokio::test]
 async fn read_committed_consumers_see_committed_transactions_only() {
     let topic = new_topic(1).await;
-    let mut config = producer_config(&stack().kafka_settings(), "storefront-tests");
+    let mut config = producer_config(&stack().kafka_settings(), "storefront-tests", &[]);
     config.set("transactional.id", unique("tx"));
     let producer: FutureProducer = config.create().unwrap();
     producer.init_transactions(DEADLINE).unwrap();

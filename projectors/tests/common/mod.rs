@@ -1,6 +1,10 @@
 //! Helpers for the projectors' integration tests: per-test configs with unique names, a producer
 //! of events with the connector's headers, the projector run in-process, "caught up" as the
 //! group's committed offsets reaching the end of every partition, and collection snapshots.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: synchronous Kafka calls wait on the local broker only"
+)]
 #![allow(dead_code)] // each test binary uses a subset
 
 use std::collections::BTreeMap;
@@ -324,6 +328,7 @@ impl Producer {
         let producer = storefront_plumbing::kafka::producer_config(
             &stack().kafka_settings(),
             "projectors-tests",
+            &[],
         )
         .create_with_context(TracingContext)
         .unwrap();
@@ -398,6 +403,7 @@ fn admin_consumer(group: &str) -> BaseConsumer<TracingContext> {
         &stack().kafka_settings(),
         "projectors-tests",
         group,
+        &[],
     )
     .create_with_context(TracingContext)
     .unwrap()
