@@ -36,7 +36,7 @@ use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec};
 use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
 use storefront_plumbing::telemetry::{ComponentState, TelemetryError};
-use storefront_plumbing::topics::{self, TopicRequirement};
+use storefront_schemas::retention::{self, TopicRequirement};
 use storefront_schemas::sensitive::Redaction;
 use storefront_schemas::topology::Namespace;
 
@@ -194,10 +194,10 @@ async fn work(
 }
 
 /// The event and dead-letter topics with the settings they get when the connector creates them:
-/// the retention a projection rebuild needs (`storefront_plumbing::topics`, which the projectors
+/// the retention a projection rebuild needs (`storefront_schemas::retention`, which the projectors
 /// create and check topics with too), and dead letters kept forever.
 pub fn topic_specs(config: &ConnectorConfig) -> Vec<TopicSpec> {
-    topics::event_topics(&config.topics)
+    retention::event_topics(&config.topics)
         .into_iter()
         .chain([TopicRequirement::everything(
             &config.stream.dead_letter_topic,

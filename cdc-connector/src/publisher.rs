@@ -19,25 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mapping::{Entry, OutboundEvent, SourceChange};
 
-/// Header names of dead-letter records.
-pub mod dead_letter_header {
-    /// Why the record could not be published as an event.
-    pub const REASON: &str = "dlq_reason";
-    /// The source collection, `/mongodb/<database>/<collection>`.
-    pub const SOURCE: &str = "dlq_source";
-    /// The source operation (`insert`, `update`, `replace`, `delete`, `snapshot`).
-    pub const OPERATION: &str = "dlq_operation";
-    /// The source change's cluster time as one integer (as `ce_clustertime`).
-    pub const CLUSTER_TIME: &str = "dlq_clustertime";
-    /// The source document's `_id`, as relaxed extended JSON (the key, unless the dead letter
-    /// concerns one order).
-    pub const DOCUMENT_ID: &str = "dlq_document_id";
-    /// Dotted path of the offending field, when there is one.
-    pub const FIELD: &str = "dlq_field";
-    /// Dotted path of the list entry the body holds (`orders.2`), when the dead letter is one
-    /// entry left out of what was published.
-    pub const ENTRY: &str = "dlq_entry";
-}
+/// Header names of dead-letter records (shared with the projectors' dead letters).
+pub use storefront_schemas::dead_letter::header as dead_letter_header;
 
 /// What a dead letter says.
 #[derive(Debug)]

@@ -10,7 +10,7 @@
 //! - [`mongo`]: one place that builds the MongoDB client.
 //! - [`process`]: the frame around a process: telemetry, HTTP endpoint, shutdown token.
 //! - [`retry`]: capped exponential backoff with jitter for transient failures.
-//! - [`topics`]: the storefront topics' retention and the settings new topics get.
+//! - [`topics`]: the settings new topics get (partitions, replicas).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 

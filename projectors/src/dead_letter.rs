@@ -27,23 +27,8 @@ use storefront_plumbing::settings::KafkaSettings;
 use crate::config::Projector;
 use crate::event::Poison;
 
-/// Header names of dead-letter records.
-pub mod header {
-    /// Why the record cannot be applied.
-    pub const REASON: &str = "dlq_reason";
-    /// The class of the reason (a metric label too).
-    pub const KIND: &str = "dlq_kind";
-    /// The projector that refused the record.
-    pub const PROJECTOR: &str = "dlq_projector";
-    /// The topic the record was consumed from.
-    pub const SOURCE_TOPIC: &str = "dlq_source_topic";
-    /// Its partition.
-    pub const SOURCE_PARTITION: &str = "dlq_source_partition";
-    /// Its offset.
-    pub const SOURCE_OFFSET: &str = "dlq_source_offset";
-    /// Present when the value was left out because the record was too large.
-    pub const VALUE_OMITTED: &str = "dlq_value_omitted";
-}
+/// Header names of dead-letter records (shared with the connector's dead letters).
+pub use storefront_schemas::dead_letter::header;
 
 /// Why a dead letter could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! The topics the projectors read and write, and the retention a rebuild needs.
 //!
 //! A rebuild replays the event topics from their beginning, so it can only restore what they
-//! still hold: the retention each topic needs, and why, is in `storefront_plumbing::topics`
+//! still hold: the retention each topic needs, and why, is in `storefront_schemas::retention`
 //! (one definition, shared with the connector, which creates the event topics too). The
 //! projectors' dead-letter topic keeps every record forever.
 //!
@@ -16,7 +16,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec, TracingContext};
 use storefront_plumbing::kafka_io;
-use storefront_plumbing::topics::{TopicRequirement, check, event_topics};
+use storefront_schemas::retention::{TopicRequirement, check, event_topics};
 
 use crate::config::ProjectorsConfig;
 
