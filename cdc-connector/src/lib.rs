@@ -3,9 +3,12 @@
 //!
 //! - [`config`]: the connector's configuration.
 //! - [`mapping`]: source changes to domain events (pure; one module per source collection).
-//! - [`pipeline`]: one change stream to Kafka: snapshot, stream, in-order acknowledgement,
-//!   checkpoints, dead letters (its module doc states the delivery guarantees).
-//! - [`source`]: reads one change stream in its own task, ahead of the pipeline.
+//! - [`pipeline`]: one change stream to Kafka: snapshot, stream, checkpoints, dead letters (its
+//!   module doc states the delivery guarantees).
+//! - [`acks`]: the ordered-acknowledgement queue that decides which resume token may be saved
+//!   (pure, tested alone).
+//! - [`source`]: reads one change stream in its own task, ahead of the pipeline, and turns the
+//!   driver's events into redacted source changes.
 //! - [`publisher`]: the idempotent Kafka producer and dead-letter records.
 //! - [`checkpoint`]: resume tokens and the once-per-id ledger, stored in MongoDB.
 //! - [`metrics`]: the connector's metrics.
@@ -20,6 +23,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
+pub mod acks;
 pub mod checkpoint;
 pub mod config;
 pub mod mapping;

@@ -10,11 +10,12 @@
 //! ```
 //!
 //! # Delivery guarantees
-//! - **No loss.** Every change becomes an entry of the in-flight queue holding the delivery futures
-//!   of its records, in source order. Entries leave the queue from the front only, once all their
-//!   records are acknowledged, so the saved resume token never passes a record Kafka has not
-//!   acknowledged. A `kill -9` at any instant resumes from a token whose every earlier change is in
-//!   Kafka; the changes after it are read and published again (duplicates with the same ids).
+//! - **No loss.** Every change becomes an entry of the in-flight queue ([`crate::acks`]) holding
+//!   the delivery futures of its records, in source order. Entries leave the queue from the front
+//!   only, once all their records are acknowledged, so the saved resume token never passes a
+//!   record Kafka has not acknowledged. A `kill -9` at any instant resumes from a token whose every
+//!   earlier change is in Kafka; the changes after it are read and published again (duplicates
+//!   with the same ids).
 //! - **Backpressure.** At most `stream.max_in_flight` records are unacknowledged; then the stream
 //!   waits for the oldest. A full producer queue also waits. Nothing is dropped.
 //! - **Never silent.** A change that cannot be mapped, or an event larger than
@@ -27,8 +28,8 @@
 //! - **Lost history.** A resume token the server no longer accepts stops the stream with an error
 //!   naming it and the remedy, or (policy `resnapshot`) snapshots the collection again.
 //! - **Sensitive data stays home.** Every document (streamed or snapshotted) is redacted by the
-//!   source's [`Redaction`] as it is read, before the mapper, the publisher, a dead letter or a
-//!   log line sees it.
+//!   source's [`Redaction`] as it is read ([`source::Conversion`]), before the mapper, the
+//!   publisher, a dead letter or a log line sees it.
 //! - **No gap after a snapshot.** The stream is opened (at the current cluster time when the server
 //!   reports one) *before* the collection is read, so every change after the snapshot's start is
 //!   streamed; changes during the snapshot may appear twice, which is harmless.
@@ -37,30 +38,31 @@
 //! reports no post-batch token, before its first change), nothing is saved, and a restart
 //! snapshots again rather than risk a gap.
 
-use std::borrow::Cow;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::{Client, Collection};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::DeliveryFuture;
+use rdkafka::error::KafkaError;
 use storefront_plumbing::telemetry::{ComponentState, Health};
 use storefront_schemas::metadata::SourcePosition;
 use storefront_schemas::sensitive::Redaction;
 use storefront_schemas::topology::Namespace;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
+use crate::acks::{Entry, InFlight, Refusal, SaveIntervals};
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{FullDocumentMode, LostHistoryPolicy, SnapshotMode, StreamSettings};
 use crate::mapping::{ChangeKind, ChangeMapper, Defect, Mapped, SourceChange};
 use crate::metrics::StreamMetrics;
-use crate::publisher::{DeadLetter, PublishError, Publisher};
-use crate::source::{self, SourceError, SourceMessage, lost_history_reason};
+use crate::publisher::{DeadLetter, KafkaDelivery, PublishError, Publisher};
+use crate::source::{
+    self, Conversion, SourceError, SourceEvent, SourceMessage, lost_history_reason,
+};
 
 /// Why a stream stopped.
 #[derive(Debug, thiserror::Error)]
@@ -125,46 +127,6 @@ pub enum StreamError {
     },
 }
 
-/// Records of one source change, in the in-flight queue until Kafka acknowledged all of them.
-struct Pending {
-    /// Resume token of the change (`None` for snapshot reads).
-    token: Option<ResumeToken>,
-    position: Option<SourcePosition>,
-    /// The change's kind and document `_id` (`None` for collection-level events), so a record the
-    /// broker refuses later is dead-lettered with its real origin.
-    origin: Option<(ChangeKind, Bson)>,
-    deliveries: Vec<DeliveryFuture>,
-    once_ids: Vec<String>,
-}
-
-/// An event the broker refused as larger than the topic allows.
-struct TooLarge {
-    topic: String,
-    key: String,
-    payload: Vec<u8>,
-}
-
-/// What to checkpoint next: the newest token whose change, and every earlier one, is acknowledged.
-#[derive(Debug, Default)]
-struct Acked {
-    token: Option<ResumeToken>,
-    position: Option<SourcePosition>,
-    once_ids: Vec<String>,
-    unsaved: Unsaved,
-}
-
-/// What moved the token since the last save, which sets how soon it is saved.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Unsaved {
-    /// Nothing: the saved checkpoint is current.
-    #[default]
-    Nothing,
-    /// Only idle polls (their post-batch tokens): saved at the idle interval.
-    IdleToken,
-    /// Acknowledged changes: saved at the checkpoint interval.
-    Progress,
-}
-
 /// One collection's stream.
 pub struct StreamPipeline {
     name: String,
@@ -175,20 +137,18 @@ pub struct StreamPipeline {
     publisher: Arc<Publisher>,
     store: CheckpointStore,
     settings: StreamSettings,
-    checkpoint_interval: Duration,
-    idle_checkpoint_interval: Duration,
+    save_intervals: SaveIntervals,
     shutdown: CancellationToken,
     health: Health,
-    in_flight: VecDeque<Pending>,
-    in_flight_records: usize,
-    acked: Acked,
+    /// Every change's records until Kafka acknowledged them: what the checkpoint may cover.
+    in_flight: InFlight<KafkaDelivery>,
     last_saved: Instant,
     /// Once-per-id events published by this process (acknowledged or not), so a quick second
     /// change revealing the same fact is dropped before the ledger knows it.
     published_once: HashSet<String>,
     metrics: StreamMetrics,
-    /// Applied to every document as it is read, before anything else sees it.
-    redaction: Redaction,
+    /// Driver events to source changes, redacting every document as it is read.
+    conversion: Conversion,
 }
 
 impl std::fmt::Debug for StreamPipeline {
@@ -254,18 +214,21 @@ impl StreamPipeline {
             publisher: context.publisher,
             store: context.store,
             settings: context.settings,
-            checkpoint_interval: context.checkpoint_interval,
-            idle_checkpoint_interval: context.idle_checkpoint_interval,
+            save_intervals: SaveIntervals {
+                progress: context.checkpoint_interval,
+                idle: context.idle_checkpoint_interval,
+            },
             shutdown: context.shutdown,
             health: context.health,
-            in_flight: VecDeque::new(),
-            in_flight_records: 0,
-            acked: Acked::default(),
+            in_flight: InFlight::new(),
             last_saved: Instant::now(),
             published_once: HashSet::new(),
             metrics: StreamMetrics::new(&namespace),
+            conversion: Conversion {
+                namespace: namespace.clone(),
+                redaction,
+            },
             namespace,
-            redaction,
         }
     }
 
@@ -433,14 +396,7 @@ impl StreamPipeline {
                 tracing::info!(stream = %self.name, done, "snapshot interrupted by shutdown; it restarts next time");
                 return Ok(false);
             }
-            let change = SourceChange {
-                namespace: self.namespace.clone(),
-                kind: ChangeKind::Snapshot,
-                document_id: raw_id(&document).unwrap_or(Bson::Null),
-                full_document: Some(self.redacted(document)),
-                position,
-                time_ms: now_ms(),
-            };
+            let change = self.conversion.snapshot(document, position, now_ms());
             self.publish_change(change, None).await?;
             done += 1;
             self.metrics.snapshot_progress(done, total);
@@ -450,7 +406,7 @@ impl StreamPipeline {
                 let eta = total.saturating_sub(done) as f64 / rate.max(0.001);
                 tracing::info!(stream = %self.name, done, total, rate = rate as u64, eta_seconds = eta as u64, "snapshot progress");
             }
-            self.collect_acked().await?;
+            self.settle(Wait::No).await?;
         }
         tracing::info!(stream = %self.name, documents = done, seconds = started.elapsed().as_secs_f64(), "snapshot finished");
         Ok(true)
@@ -464,23 +420,25 @@ impl StreamPipeline {
         // Room for a few server batches: enough to overlap reading with publishing, small enough
         // to bound memory (the in-flight limit bounds what is past this channel).
         let (sink, mut messages) = tokio::sync::mpsc::channel(2_048);
-        let reader = tokio::spawn(source::read(
+        // Aborted when this returns, on any path: a reader never outlives its pipeline.
+        let _reader = AbortOnDropHandle::new(tokio::spawn(source::read(
             self.name.clone(),
             self.collection.clone(),
             stream,
+            self.conversion.clone(),
             sink,
             self.settings.clone(),
             self.shutdown.clone(),
-        ));
+        )));
         // Acknowledgements arrive while the stream is quiet too; look at them regularly.
         let mut tick =
-            tokio::time::interval(self.checkpoint_interval.min(Duration::from_millis(200)));
+            tokio::time::interval(self.save_intervals.progress.min(Duration::from_millis(200)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let outcome = loop {
+        loop {
             let message = tokio::select! {
-                () = self.shutdown.cancelled() => break Ok(()),
+                () = self.shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {
-                    self.collect_acked().await?;
+                    self.settle(Wait::No).await?;
                     self.save_checkpoint(false).await?;
                     continue;
                 }
@@ -489,103 +447,57 @@ impl StreamPipeline {
             match message {
                 Some(SourceMessage::Change(event)) => self.handle_event(*event).await?,
                 Some(SourceMessage::Idle(token)) => {
-                    self.collect_acked().await?;
-                    // Nothing in flight: the stream's own token (a post-batch token on MongoDB)
-                    // is safe to save, and keeps an idle stream's checkpoint fresh.
-                    if self.in_flight.is_empty()
-                        && let Some(token) = token
-                        && self.acked.token.as_ref() != Some(&token)
-                    {
-                        self.acked.token = Some(token);
-                        if self.acked.unsaved == Unsaved::Nothing {
-                            self.acked.unsaved = Unsaved::IdleToken;
-                        }
+                    self.settle(Wait::No).await?;
+                    // A post-batch token is later than every change read: safe to save once
+                    // nothing is in flight, and it keeps an idle stream's checkpoint fresh.
+                    if let Some(token) = token {
+                        self.in_flight.idle_token(token);
                     }
                 }
                 Some(SourceMessage::Failed(SourceError::HistoryLost(reason))) => {
-                    break Err(StreamError::HistoryLost {
+                    return Err(StreamError::HistoryLost {
                         stream: self.name.clone(),
                         reason,
                     });
                 }
                 Some(SourceMessage::Failed(error)) => {
-                    break Err(StreamError::Source {
+                    return Err(StreamError::Source {
                         stream: self.name.clone(),
                         source: error,
                     });
                 }
                 // The reader stops only at shutdown or after reporting a failure.
-                None => break Ok(()),
+                None => return Ok(()),
             }
-            self.collect_acked().await?;
+            self.settle(Wait::No).await?;
             self.save_checkpoint(false).await?;
-        };
-        reader.abort();
-        outcome
+        }
     }
 
-    /// Handles one change event.
-    async fn handle_event(
-        &mut self,
-        event: ChangeStreamEvent<RawDocumentBuf>,
-    ) -> Result<(), StreamError> {
-        let kind = match event.operation_type {
-            OperationType::Insert => ChangeKind::Insert,
-            OperationType::Update => ChangeKind::Update,
-            OperationType::Replace => ChangeKind::Replace,
-            OperationType::Delete => ChangeKind::Delete,
-            other => {
-                // drop, rename, dropDatabase, invalidate (the reader reopens after it) and DDL
-                // events carry no document. Their tokens still advance the checkpoint.
-                if other == OperationType::Invalidate {
+    /// Handles one event of the stream.
+    async fn handle_event(&mut self, event: SourceEvent) -> Result<(), StreamError> {
+        match event {
+            SourceEvent::Document { change, token } => {
+                self.metrics
+                    .change_read(change.position, change.time_ms, now_ms());
+                self.publish_change(change, Some(token)).await
+            }
+            SourceEvent::Collection { operation, token } => {
+                // The reader reopens after an invalidate; every collection-level event's token
+                // still advances the checkpoint, in its turn.
+                if operation == OperationType::Invalidate {
                     self.metrics.invalidated();
                 }
-                tracing::warn!(stream = %self.name, operation = ?other, "collection-level change event");
-                self.track(Pending {
-                    token: Some(event.id),
+                tracing::warn!(stream = %self.name, ?operation, "collection-level change event");
+                self.track(Entry {
+                    token: Some(token),
                     position: None,
                     origin: None,
                     deliveries: Vec::new(),
                     once_ids: Vec::new(),
                 });
-                return Ok(());
+                Ok(())
             }
-        };
-        let position = event
-            .cluster_time
-            .map(|ts| SourcePosition {
-                seconds: ts.time,
-                increment: ts.increment,
-            })
-            .unwrap_or_default();
-        let time_ms = event
-            .wall_time
-            .map(|t| t.timestamp_millis())
-            .unwrap_or_else(|| i64::from(position.seconds) * 1000);
-        let document_id = event
-            .document_key
-            .as_ref()
-            .and_then(|key| key.get("_id").cloned())
-            .or_else(|| event.full_document.as_deref().and_then(raw_id))
-            .unwrap_or(Bson::Null);
-        self.metrics.change_read(position, time_ms, now_ms());
-        let change = SourceChange {
-            namespace: self.namespace.clone(),
-            kind,
-            document_id,
-            full_document: event.full_document.map(|document| self.redacted(document)),
-            position,
-            time_ms,
-        };
-        self.publish_change(change, Some(event.id)).await
-    }
-
-    /// `document` with its sensitive values replaced by markers (the same buffer when it has
-    /// none).
-    fn redacted(&self, document: RawDocumentBuf) -> RawDocumentBuf {
-        match self.redaction.apply(&document) {
-            Cow::Borrowed(_) => document,
-            Cow::Owned(redacted) => redacted,
         }
     }
 
@@ -595,7 +507,7 @@ impl StreamPipeline {
         change: SourceChange,
         token: Option<ResumeToken>,
     ) -> Result<(), StreamError> {
-        let mut pending = Pending {
+        let mut entry = Entry {
             token,
             position: Some(change.position),
             origin: Some((change.kind, change.document_id.clone())),
@@ -622,7 +534,7 @@ impl StreamPipeline {
                 continue;
             }
             if event.once_per_id {
-                self.remember_once(&mut pending, &event.metadata.id);
+                self.remember_once(&mut entry, &event.metadata.id);
             }
             self.metrics.published(&event.topic);
             let delivery = self
@@ -630,7 +542,7 @@ impl StreamPipeline {
                 .send_event(&event, &self.shutdown)
                 .await
                 .map_err(|source| self.publish_error(source))?;
-            pending.deliveries.push(delivery);
+            entry.deliveries.push(delivery);
         }
         for defect in defects {
             // A defect that kept back an event already published kept back nothing.
@@ -645,7 +557,7 @@ impl StreamPipeline {
                     .deduplicated(self.publisher.dead_letter_topic());
                 continue;
             }
-            self.remember_once(&mut pending, &defect.id);
+            self.remember_once(&mut entry, &defect.id);
             let letter = DeadLetter {
                 change: &change,
                 reason: &defect.reason,
@@ -654,19 +566,19 @@ impl StreamPipeline {
                 entry: defect.entry.as_ref(),
             };
             let delivery = self.dead_letter(&letter).await?;
-            pending.deliveries.push(delivery);
+            entry.deliveries.push(delivery);
         }
-        self.track(pending);
-        while self.in_flight_records >= self.settings.max_in_flight {
-            self.await_oldest().await?;
+        self.track(entry);
+        while self.in_flight.records() >= self.settings.max_in_flight {
+            self.settle(Wait::Oldest).await?;
         }
         Ok(())
     }
 
-    /// Records that `id` (a once-per-id event or a defect) is published with `pending`.
-    fn remember_once(&mut self, pending: &mut Pending, id: &str) {
+    /// Records that `id` (a once-per-id event or a defect) is published with `entry`.
+    fn remember_once(&mut self, entry: &mut Entry<KafkaDelivery>, id: &str) {
         self.published_once.insert(id.to_owned());
-        pending.once_ids.push(id.to_owned());
+        entry.once_ids.push(id.to_owned());
     }
 
     fn publish_error(&self, source: PublishError) -> StreamError {
@@ -676,7 +588,7 @@ impl StreamPipeline {
         }
     }
 
-    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<DeliveryFuture, StreamError> {
+    async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<KafkaDelivery, StreamError> {
         tracing::warn!(stream = %self.name, reason = letter.reason, field = letter.field, "dead letter");
         self.metrics.dead_letter();
         self.publisher
@@ -695,197 +607,110 @@ impl StreamPipeline {
             .map_err(|e| self.checkpoint_error(e))
     }
 
-    fn track(&mut self, pending: Pending) {
-        self.in_flight_records += pending.deliveries.len();
-        self.in_flight.push_back(pending);
-        self.metrics.in_flight(self.in_flight_records);
+    fn track(&mut self, entry: Entry<KafkaDelivery>) {
+        self.in_flight.push(entry);
+        self.metrics.in_flight(self.in_flight.records());
     }
 
-    /// Checks one delivery outcome. A record the broker refuses as too large is replaced by a
-    /// dead letter (returned, to be awaited in its place); any other failure is fatal.
-    fn check_delivery(
-        &self,
-        outcome: Result<
-            rdkafka::producer::future_producer::OwnedDeliveryResult,
-            futures::channel::oneshot::Canceled,
-        >,
-    ) -> Result<Option<TooLarge>, StreamError> {
-        match outcome {
-            Ok(Ok(_)) => Ok(None),
-            Ok(Err((
-                KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
-                message,
-            ))) => {
-                use rdkafka::message::Message;
-                Ok(Some(TooLarge {
-                    topic: message.topic().to_owned(),
-                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                }))
-            }
-            Ok(Err((source, _))) => Err(StreamError::Delivery {
+    /// Settles what Kafka answered: without waiting, or waiting for the oldest change. A record
+    /// the broker refused as too large is replaced by a dead letter (awaited in its place); any
+    /// other delivery failure stops the stream.
+    async fn settle(&mut self, wait: Wait) -> Result<(), StreamError> {
+        loop {
+            let settled = match wait {
+                Wait::No => self.in_flight.settle_ready(),
+                Wait::Oldest => self.in_flight.settle_oldest().await,
+            };
+            let refusal = settled.map_err(|source| StreamError::Delivery {
                 stream: self.name.clone(),
                 source: Box::new(source),
-            }),
-            Err(_) => Err(StreamError::Delivery {
-                stream: self.name.clone(),
-                source: Box::new(KafkaError::Canceled),
-            }),
+            })?;
+            let Some(refusal) = refusal else {
+                break;
+            };
+            let replacement = self.replace_too_large(refusal).await?;
+            self.in_flight.replace_refused(replacement);
         }
+        self.metrics.in_flight(self.in_flight.records());
+        Ok(())
     }
 
     /// A dead letter in place of an event the broker refused as too large, with the operation,
-    /// `_id` and cluster time of the change it came from (`origin`), the event's JSON as the
-    /// document and its key as the key.
-    async fn replace_too_large(
-        &self,
-        refused: TooLarge,
-        origin: &Pending,
-    ) -> Result<DeliveryFuture, StreamError> {
-        let TooLarge {
-            topic,
-            key,
-            payload,
-        } = refused;
-        let document = serde_json::from_slice::<serde_json::Value>(&payload)
+    /// `_id` and cluster time of the change it came from, the event's JSON as the document and
+    /// its key as the key.
+    async fn replace_too_large(&self, refusal: Refusal) -> Result<KafkaDelivery, StreamError> {
+        let Refusal {
+            record,
+            origin,
+            position,
+        } = refusal;
+        let document = serde_json::from_slice::<serde_json::Value>(&record.payload)
             .ok()
             .and_then(|json| mongodb::bson::to_document(&json).ok());
-        let (kind, document_id) = origin
-            .origin
-            .clone()
-            .unwrap_or((ChangeKind::Update, Bson::Null));
+        // Every entry that can hold a record has an origin; only collection-level ones have none.
+        let (kind, document_id) = origin.unwrap_or((ChangeKind::Update, Bson::Null));
         let change = SourceChange {
             namespace: self.namespace.clone(),
             kind,
             document_id,
             full_document: document.and_then(|d| RawDocumentBuf::from_document(&d).ok()),
-            position: origin.position.unwrap_or_default(),
+            position: position.unwrap_or_default(),
             time_ms: now_ms(),
         };
-        let reason = format!("kafka refused the event for topic {topic} as too large");
+        let reason = format!(
+            "kafka refused the event for topic {} as too large",
+            record.topic
+        );
         self.dead_letter(&DeadLetter {
             change: &change,
             reason: &reason,
             field: "",
-            key: Some(&key),
+            key: Some(&record.key),
             entry: None,
         })
         .await
     }
 
-    /// Removes acknowledged entries from the front of the queue, waiting for none.
-    async fn collect_acked(&mut self) -> Result<(), StreamError> {
-        while let Some(front) = self.in_flight.front_mut() {
-            let mut outcomes = Vec::new();
-            let mut index = 0;
-            while index < front.deliveries.len() {
-                match (&mut front.deliveries[index]).now_or_never() {
-                    None => index += 1,
-                    Some(outcome) => {
-                        drop(front.deliveries.swap_remove(index));
-                        outcomes.push(outcome);
-                    }
-                }
-            }
-            let front_done = front.deliveries.is_empty();
-            self.in_flight_records -= outcomes.len();
-            for outcome in outcomes {
-                if let Some(refused) = self.check_delivery(outcome)? {
-                    let Some(front) = self.in_flight.front() else {
-                        break;
-                    };
-                    let replacement = self.replace_too_large(refused, front).await?;
-                    if let Some(front) = self.in_flight.front_mut() {
-                        front.deliveries.push(replacement);
-                    }
-                    self.in_flight_records += 1;
-                }
-            }
-            let still_waiting = self
-                .in_flight
-                .front()
-                .is_some_and(|f| !f.deliveries.is_empty());
-            if !front_done || still_waiting {
-                break;
-            }
-            if let Some(done) = self.in_flight.pop_front() {
-                self.acknowledge(done);
-            }
-        }
-        self.metrics.in_flight(self.in_flight_records);
-        Ok(())
-    }
-
-    fn acknowledge(&mut self, done: Pending) {
-        if let Some(token) = done.token {
-            self.acked.token = Some(token);
-            self.acked.unsaved = Unsaved::Progress;
-        }
-        if done.position.is_some() {
-            self.acked.position = done.position;
-        }
-        self.acked.once_ids.extend(done.once_ids);
-    }
-
-    /// Waits for every record of the oldest entry.
-    async fn await_oldest(&mut self) -> Result<(), StreamError> {
-        let Some(mut front) = self.in_flight.pop_front() else {
-            return Ok(());
-        };
-        while let Some(delivery) = front.deliveries.pop() {
-            let outcome = delivery.await;
-            self.in_flight_records -= 1;
-            if let Some(refused) = self.check_delivery(outcome)? {
-                let replacement = self.replace_too_large(refused, &front).await?;
-                front.deliveries.push(replacement);
-                self.in_flight_records += 1;
-            }
-        }
-        self.acknowledge(front);
-        self.metrics.in_flight(self.in_flight_records);
-        Ok(())
-    }
-
     /// Waits for every record in flight (at shutdown).
     async fn drain(&mut self) -> Result<(), StreamError> {
         while !self.in_flight.is_empty() {
-            self.await_oldest().await?;
+            self.settle(Wait::Oldest).await?;
         }
         Ok(())
     }
 
-    /// Saves the acknowledged token when it changed and the interval passed (or `force`). A token
-    /// that only an idle poll moved waits for the longer idle interval: each save is a write to
-    /// the source deployment, which moves every stream's token again, so saving it as often as
-    /// progress would keep an idle connector writing every second.
+    /// Saves the checkpoint when it moved and its interval passed (or `force`).
     async fn save_checkpoint(&mut self, force: bool) -> Result<(), StreamError> {
-        self.metrics.checkpoint_age(self.last_saved.elapsed());
-        let interval = match self.acked.unsaved {
-            Unsaved::Nothing => return Ok(()),
-            Unsaved::IdleToken => self.idle_checkpoint_interval,
-            Unsaved::Progress => self.checkpoint_interval,
-        };
-        if !force && self.last_saved.elapsed() < interval {
-            return Ok(());
-        }
-        let Some(token) = self.acked.token.clone() else {
+        let since_saved = self.last_saved.elapsed();
+        self.metrics.checkpoint_age(since_saved);
+        let Some(checkpoint) =
+            self.in_flight
+                .checkpoint_due(force, since_saved, self.save_intervals)
+        else {
             return Ok(());
         };
-        let once_ids = std::mem::take(&mut self.acked.once_ids);
         self.store
-            .save(&self.name, &token, self.acked.position, &once_ids)
+            .save(
+                &self.name,
+                checkpoint.token,
+                checkpoint.position,
+                checkpoint.once_ids,
+            )
             .await
             .map_err(|e| self.checkpoint_error(e))?;
-        self.acked.unsaved = Unsaved::Nothing;
+        self.in_flight.saved();
         self.last_saved = Instant::now();
         Ok(())
     }
 }
 
-/// The `_id` of a raw document, when it has a readable one.
-fn raw_id(document: &mongodb::bson::RawDocument) -> Option<Bson> {
-    let value = document.get("_id").ok().flatten()?;
-    Bson::try_from(value.to_raw_bson()).ok()
+/// Whether [`StreamPipeline::settle`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Settle only what Kafka already answered.
+    No,
+    /// Wait until the oldest change's records are answered.
+    Oldest,
 }
 
 /// The `/health` component of the stream of `namespace`.

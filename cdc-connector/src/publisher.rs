@@ -6,21 +6,56 @@
 //! returns the delivery future the pipeline awaits before it checkpoints past the record. When
 //! librdkafka's local queue is full, `send` waits for room; it never drops a record.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use storefront_plumbing::kafka::{self, KafkaSetupError, TracingContext};
 use storefront_plumbing::settings::KafkaSettings;
 use tokio_util::sync::CancellationToken;
 
+use crate::acks::{Delivery, RefusedRecord};
 use crate::mapping::{Entry, OutboundEvent, SourceChange};
 
 /// Header names of dead-letter records (shared with the projectors' dead letters).
 pub use storefront_schemas::dead_letter::header as dead_letter_header;
+
+/// The outcome of one record handed to Kafka, as the in-flight queue reads it: acknowledged,
+/// refused as too large (the record's fault, so it is dead-lettered), or failed otherwise.
+pub struct KafkaDelivery(DeliveryFuture);
+
+impl std::fmt::Debug for KafkaDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaDelivery").finish_non_exhaustive()
+    }
+}
+
+impl Future for KafkaDelivery {
+    type Output = Delivery;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
+        Pin::new(&mut self.0).poll(cx).map(|outcome| match outcome {
+            Ok(Ok(_)) => Delivery::Acknowledged,
+            Ok(Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                record,
+            ))) => Delivery::TooLarge(RefusedRecord {
+                topic: record.topic().to_owned(),
+                key: String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned(),
+                payload: record.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            }),
+            Ok(Err((error, _))) => Delivery::Failed(error),
+            // The producer went away with the record.
+            Err(_) => Delivery::Failed(KafkaError::Canceled),
+        })
+    }
+}
 
 /// What a dead letter says.
 #[derive(Debug)]
@@ -106,7 +141,7 @@ impl Publisher {
         &self,
         event: &OutboundEvent,
         shutdown: &CancellationToken,
-    ) -> Result<DeliveryFuture, PublishError> {
+    ) -> Result<KafkaDelivery, PublishError> {
         let metadata = event.metadata.headers();
         let headers = metadata.iter().fold(
             OwnedHeaders::new_with_capacity(metadata.len()),
@@ -139,7 +174,7 @@ impl Publisher {
         &self,
         letter: &DeadLetter<'_>,
         shutdown: &CancellationToken,
-    ) -> Result<DeliveryFuture, PublishError> {
+    ) -> Result<KafkaDelivery, PublishError> {
         let change = letter.change;
         let body = match letter.entry {
             Some(entry) => Bson::try_from(entry.value.clone()).ok(),
@@ -204,14 +239,14 @@ impl Publisher {
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
         shutdown: &CancellationToken,
-    ) -> Result<DeliveryFuture, PublishError> {
+    ) -> Result<KafkaDelivery, PublishError> {
         let mut record = FutureRecord::to(topic).key(key).headers(headers);
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
         loop {
             match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+                Ok(delivery) => return Ok(KafkaDelivery(delivery)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // librdkafka drains its queue on its own threads; wait a moment for room.
                     // Backpressure, never a drop.

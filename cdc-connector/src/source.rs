@@ -11,10 +11,11 @@
 //! reopens after a failure from the last change it read. Everything it read reaches the pipeline
 //! in order, so the pipeline's checkpoints stay exact.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use mongodb::Collection;
-use mongodb::bson::RawDocumentBuf;
+use mongodb::bson::{Bson, RawDocument, RawDocumentBuf};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::error::ErrorKind;
@@ -23,7 +24,12 @@ use storefront_plumbing::retry::Backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use storefront_schemas::metadata::SourcePosition;
+use storefront_schemas::sensitive::Redaction;
+use storefront_schemas::topology::Namespace;
+
 use crate::config::{FullDocumentMode, StreamSettings};
+use crate::mapping::{ChangeKind, SourceChange};
 
 /// Enables `changeStreamPreAndPostImages` on `collection`, creating it when missing.
 pub async fn enable_post_images(
@@ -67,12 +73,121 @@ fn command_code(error: &mongodb::error::Error) -> Option<i32> {
 #[derive(Debug)]
 pub enum SourceMessage {
     /// The next change event.
-    Change(Box<ChangeStreamEvent<RawDocumentBuf>>),
+    Change(Box<SourceEvent>),
     /// The stream had nothing new; its current resume token (a post-batch token on MongoDB) is
     /// safe to checkpoint once everything before it is acknowledged.
     Idle(Option<ResumeToken>),
     /// The stream failed and retrying does not help.
     Failed(SourceError),
+}
+
+/// What one change stream event is to the pipeline.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A change of one document, already redacted.
+    Document {
+        /// The change.
+        change: SourceChange,
+        /// Its resume token.
+        token: ResumeToken,
+    },
+    /// A collection-level event (drop, rename, dropDatabase, invalidate, DDL): it carries no
+    /// document, but its token still advances the checkpoint.
+    Collection {
+        /// What happened.
+        operation: OperationType,
+        /// Its resume token.
+        token: ResumeToken,
+    },
+}
+
+/// How the reader turns driver events into [`SourceEvent`]s: the stream's namespace and the
+/// redaction applied to every document as it is read, before anything else sees it.
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    /// The stream's namespace.
+    pub namespace: Namespace,
+    /// The source's sensitive fields.
+    pub redaction: Redaction,
+}
+
+impl Conversion {
+    /// `event` as the pipeline sees it. A change without a cluster time (which MongoDB always
+    /// reports) gets position zero; without a wall time, its cluster time's seconds.
+    pub fn event(&self, event: ChangeStreamEvent<RawDocumentBuf>) -> SourceEvent {
+        let kind = match event.operation_type {
+            OperationType::Insert => ChangeKind::Insert,
+            OperationType::Update => ChangeKind::Update,
+            OperationType::Replace => ChangeKind::Replace,
+            OperationType::Delete => ChangeKind::Delete,
+            operation => {
+                return SourceEvent::Collection {
+                    operation,
+                    token: event.id,
+                };
+            }
+        };
+        let position = event
+            .cluster_time
+            .map(|ts| SourcePosition {
+                seconds: ts.time,
+                increment: ts.increment,
+            })
+            .unwrap_or_default();
+        let time_ms = event
+            .wall_time
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_else(|| i64::from(position.seconds) * 1000);
+        let document_id = event
+            .document_key
+            .as_ref()
+            .and_then(|key| key.get("_id").cloned())
+            .or_else(|| event.full_document.as_deref().and_then(raw_id))
+            .unwrap_or(Bson::Null);
+        SourceEvent::Document {
+            change: SourceChange {
+                namespace: self.namespace.clone(),
+                kind,
+                document_id,
+                full_document: event.full_document.map(|document| self.redacted(document)),
+                position,
+                time_ms,
+            },
+            token: event.id,
+        }
+    }
+
+    /// A snapshot read of `document` at `position` (the cluster time the snapshot started at).
+    pub fn snapshot(
+        &self,
+        document: RawDocumentBuf,
+        position: SourcePosition,
+        time_ms: i64,
+    ) -> SourceChange {
+        SourceChange {
+            namespace: self.namespace.clone(),
+            kind: ChangeKind::Snapshot,
+            document_id: raw_id(&document).unwrap_or(Bson::Null),
+            full_document: Some(self.redacted(document)),
+            position,
+            time_ms,
+        }
+    }
+
+    /// `document` with its sensitive values replaced by markers (the same buffer when it has
+    /// none).
+    fn redacted(&self, document: RawDocumentBuf) -> RawDocumentBuf {
+        match self.redaction.apply(&document) {
+            Cow::Borrowed(_) => document,
+            Cow::Owned(redacted) => redacted,
+        }
+    }
+}
+
+/// The `_id` of a raw document, when it has a readable one.
+pub fn raw_id(document: &RawDocument) -> Option<Bson> {
+    let value = document.get("_id").ok().flatten()?;
+    Bson::try_from(value.to_raw_bson()).ok()
 }
 
 /// Why reading stopped.
@@ -147,6 +262,7 @@ pub async fn read(
     name: String,
     collection: Collection<RawDocumentBuf>,
     mut stream: ChangeStream<ChangeStreamEvent<RawDocumentBuf>>,
+    conversion: Conversion,
     sink: mpsc::Sender<SourceMessage>,
     settings: StreamSettings,
     shutdown: CancellationToken,
@@ -179,7 +295,7 @@ pub async fn read(
                 let token = event.id.clone();
                 if reader
                     .sink
-                    .send(SourceMessage::Change(Box::new(event)))
+                    .send(SourceMessage::Change(Box::new(conversion.event(event))))
                     .await
                     .is_err()
                 {
@@ -287,6 +403,164 @@ impl Reader {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{DateTime, Document, Timestamp, doc};
+    use storefront_schemas::sensitive::SensitiveFields;
+
+    use super::*;
+    use crate::config::WatchedSource;
+
+    fn conversion() -> Conversion {
+        Conversion {
+            namespace: Namespace::new("customer", "accounts"),
+            redaction: WatchedSource::Accounts.redaction(&SensitiveFields::default()),
+        }
+    }
+
+    /// A driver event as the server sends it.
+    fn event(fields: Document) -> ChangeStreamEvent<RawDocumentBuf> {
+        let mut event = doc! { "_id": { "_data": "token-1" } };
+        event.extend(fields);
+        mongodb::bson::from_document(event).unwrap()
+    }
+
+    fn full_document(change: &SourceChange) -> Document {
+        Document::try_from(change.full_document.as_deref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn driver_events_become_source_changes() {
+        let at = Timestamp {
+            time: 1_764_000_000,
+            increment: 7,
+        };
+        // (case, event fields, expected kind, _id, position, time in ms)
+        let cases: Vec<(&str, Document, ChangeKind, Bson, SourcePosition, i64)> = vec![
+            (
+                "insert, wall time given",
+                doc! {
+                    "operationType": "insert", "clusterTime": at,
+                    "wallTime": DateTime::from_millis(1_764_000_000_123),
+                    "documentKey": { "_id": 1 }, "fullDocument": { "_id": 1, "name": "a" },
+                },
+                ChangeKind::Insert,
+                Bson::Int32(1),
+                SourcePosition {
+                    seconds: 1_764_000_000,
+                    increment: 7,
+                },
+                1_764_000_000_123,
+            ),
+            (
+                "update without a wall time: the cluster time's seconds",
+                doc! {
+                    "operationType": "update", "clusterTime": at,
+                    "documentKey": { "_id": "a-string-id" },
+                    "fullDocument": { "_id": "a-string-id" },
+                },
+                ChangeKind::Update,
+                Bson::String("a-string-id".into()),
+                SourcePosition {
+                    seconds: 1_764_000_000,
+                    increment: 7,
+                },
+                1_764_000_000_000,
+            ),
+            (
+                "replace without a document key: the document's _id",
+                doc! {
+                    "operationType": "replace", "clusterTime": at,
+                    "fullDocument": { "_id": 5_i64 },
+                },
+                ChangeKind::Replace,
+                Bson::Int64(5),
+                SourcePosition {
+                    seconds: 1_764_000_000,
+                    increment: 7,
+                },
+                1_764_000_000_000,
+            ),
+            (
+                "delete without a cluster time",
+                doc! { "operationType": "delete", "documentKey": { "_id": 9 } },
+                ChangeKind::Delete,
+                Bson::Int32(9),
+                SourcePosition::default(),
+                0,
+            ),
+        ];
+        for (case, fields, kind, id, position, time_ms) in cases {
+            let SourceEvent::Document { change, token } = conversion().event(event(fields)) else {
+                panic!("{case}: not a document change");
+            };
+            assert_eq!(change.kind, kind, "{case}");
+            assert_eq!(change.document_id, id, "{case}");
+            assert_eq!(change.position, position, "{case}");
+            assert_eq!(change.time_ms, time_ms, "{case}");
+            assert_eq!(change.namespace, conversion().namespace, "{case}");
+            assert_eq!(
+                token,
+                mongodb::bson::from_bson::<ResumeToken>(Bson::Document(
+                    doc! { "_data": "token-1" }
+                ))
+                .unwrap(),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn collection_level_events_keep_their_token_and_operation() {
+        for (name, operation) in [
+            ("drop", OperationType::Drop),
+            ("rename", OperationType::Rename),
+            ("dropDatabase", OperationType::DropDatabase),
+            ("invalidate", OperationType::Invalidate),
+        ] {
+            let converted = conversion().event(event(doc! { "operationType": name }));
+            let SourceEvent::Collection {
+                operation: got,
+                token,
+            } = converted
+            else {
+                panic!("{name}: {converted:?}");
+            };
+            assert_eq!(got, operation, "{name}");
+            assert_eq!(
+                mongodb::bson::to_bson(&token).unwrap(),
+                Bson::Document(doc! { "_data": "token-1" }),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn documents_are_redacted_as_they_are_read() {
+        let card = doc! { "number": "4111111111111111", "expiry": "12/30" };
+        let SourceEvent::Document { change, .. } = conversion().event(event(doc! {
+            "operationType": "insert",
+            "documentKey": { "_id": 1 },
+            "fullDocument": { "_id": 1, "creditCards": [card.clone()] },
+        })) else {
+            panic!("not a document change");
+        };
+        let streamed = full_document(&change);
+        let snapshot = conversion().snapshot(
+            RawDocumentBuf::from_document(&doc! { "_id": 2, "creditCards": [card] }).unwrap(),
+            SourcePosition::default(),
+            0,
+        );
+        assert_eq!(snapshot.kind, ChangeKind::Snapshot);
+        assert_eq!(snapshot.document_id, Bson::Int32(2));
+        for document in [streamed, full_document(&snapshot)] {
+            let text = document.to_string();
+            assert!(!text.contains("4111111111111111"), "{text}");
+            assert!(text.contains("[redacted"), "{text}");
         }
     }
 }
