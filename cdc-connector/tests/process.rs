@@ -15,7 +15,7 @@ use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::StorefrontTopics;
 use storefront_tests::{
-    DEADLINE, Daemon, eventually, free_port, http_get, stack, unique, until_healthy,
+    DEADLINE, Daemon, client_config, eventually, free_port, http_get, stack, unique, until_healthy,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cdc-connector");
@@ -182,4 +182,56 @@ async fn the_binary_stops_cleanly_on_sigterm() {
     daemon.signal("TERM");
     let status = daemon.exit_status().await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+/// `kafka.properties` is applied after the product's own tuning: the producer runs with the
+/// operator's `linger.ms` and `compression.type`, as the client itself reports it, and keeps the
+/// guarantees' settings.
+#[tokio::test]
+async fn the_producer_runs_with_the_operators_kafka_properties() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("connector.toml");
+    let log_path = dir.path().join("connector.log");
+    let config = test_config();
+    let (debug_key, debug_value) = client_config::DEBUG_PROPERTY;
+    let text = format!(
+        "[mongo]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[kafka.properties]\n\"linger.ms\" = \"37\"\n\"compression.type\" = \"gzip\"\n\"{debug_key}\" = \"{debug_value}\"\n[topics]\ncustomer_change = \"{}\"\nfulfillment_request = \"{}\"\norder_status_change = \"{}\"\n[checkpoints]\ndatabase = \"{}\"\n",
+        config.mongo.uri,
+        config.kafka.bootstrap_servers,
+        config.topics.customer_change,
+        config.topics.fulfillment_request,
+        config.topics.order_status_change,
+        config.checkpoints.database,
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let mut args = vec![
+        "--config",
+        config_path.to_str().unwrap(),
+        "--http-listen",
+        &listen,
+    ];
+    args.extend(client_config::LOG_FLAGS);
+    args.push("run");
+    let mut daemon = Daemon::spawn_logged(Path::new(BINARY), &args, &log_path);
+    until_healthy(listen.parse().unwrap()).await;
+    daemon.signal("TERM");
+    let status = daemon.exit_status().await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "exit status {status}:\n{log}");
+
+    let clients = client_config::reported(&log);
+    let producer = clients
+        .iter()
+        .find(|client| client.get("enable.idempotence").map(String::as_str) == Some("true"))
+        .unwrap_or_else(|| panic!("no idempotent producer reported its configuration:\n{log}"));
+    // librdkafka's canonical names for linger.ms and compression.type.
+    assert_eq!(producer["queue.buffering.max.ms"], "37", "{producer:?}");
+    assert_eq!(producer["compression.codec"], "gzip", "{producer:?}");
+    assert_eq!(
+        producer["queue.buffering.max.messages"], "200000",
+        "the product's default stays where the operator set nothing: {producer:?}"
+    );
+    assert_eq!(producer["request.required.acks"], "-1", "{producer:?}");
 }

@@ -205,6 +205,28 @@ pub async fn serve_http(
 mod tests {
     use super::*;
 
+    /// Processes started at once in one binary (as the tests do) share one recorder: none fails
+    /// because another installed it first.
+    #[test]
+    fn the_recorder_installs_once_under_concurrent_starts() {
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let starts: Vec<_> = (0..8)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    metrics_handle().map(|_| ())
+                })
+            })
+            .collect();
+        for start in starts {
+            start.join().unwrap().unwrap();
+        }
+        metrics::counter!("storefront_test_recorder_total").increment(1);
+        let text = metrics_handle().unwrap().render();
+        assert!(text.contains("storefront_test_recorder_total 1"), "{text}");
+    }
+
     #[test]
     fn health_is_ready_only_when_every_component_is() {
         let health = Health::new();

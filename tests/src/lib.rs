@@ -7,6 +7,7 @@
 //!   fixed time.
 //! - [`next_events`]: reads change events with a deadline.
 //! - [`TopicReader`]: reads topics from the beginning into [`Record`]s until a condition holds.
+//! - [`client_config`]: the configuration librdkafka clients report they run with (`debug=conf`).
 //! - [`corpus`]: the corpus of real-shaped source documents with their expected events.
 //! - [`http_get`], [`Daemon`]: talk to a process's `/health` endpoint; run a built binary and stop
 //!   it with SIGTERM like an orchestrator would.
@@ -20,6 +21,7 @@
 //!   SASL listener to test authenticated clients against instead of the local broker's, whose
 //!   address and user come from `dev/stack env`.
 
+pub mod client_config;
 pub mod corpus;
 pub mod guard;
 
@@ -355,6 +357,19 @@ impl Daemon {
     pub fn spawn(program: &Path, args: &[&str]) -> Self {
         let child = tokio::process::Command::new(program)
             .args(args)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Self { child }
+    }
+
+    /// Starts `program` with `args`, its output (stdout and stderr) going to the file `log`.
+    pub fn spawn_logged(program: &Path, args: &[&str], log: &Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
