@@ -44,7 +44,7 @@ pub struct Checkpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// MongoDB refused or could not be reached.
-    #[error("checkpoint store: {0}")]
+    #[error("checkpoint store failed")]
     Mongo(#[from] mongodb::error::Error),
     /// A stored checkpoint is not in the expected shape (edited by hand?).
     #[error("checkpoint of stream {stream} is unreadable: {reason}")]

@@ -184,10 +184,19 @@ async fn work(
         let outcome =
             joined.unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()));
         if let Err(error) = outcome {
-            tracing::error!(%error, "stream stopped; stopping the connector");
-            // One failed stream stops the others: they drain and checkpoint on the way out.
+            // One failed stream stops the others: they drain and checkpoint on the way out. The
+            // first failure is the process's error, logged once when it stops; any later one is
+            // logged here, or it would not be reported at all.
             context.shutdown.cancel();
-            first_error.get_or_insert(error);
+            if first_error.is_none() {
+                tracing::info!("a stream failed; stopping the others");
+                first_error = Some(error);
+            } else {
+                tracing::error!(
+                    error = %storefront_plumbing::errors::chain(&error),
+                    "another stream failed while stopping"
+                );
+            }
         }
     }
     if let Err(error) = publisher.flush(Duration::from_secs(30)).await {

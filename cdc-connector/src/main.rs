@@ -2,6 +2,8 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 // The per-event path allocates many small, short-lived buffers (BSON documents, JSON, headers);
@@ -40,7 +42,7 @@ enum Command {
     CheckConfig,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config: ConnectorConfig = config::load(
         cli.common.config.as_deref(),
@@ -50,15 +52,23 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
             print!("{}", config::to_toml(&config.redacted())?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(cdc_connector::run(
-                config,
-                storefront_plumbing::shutdown::termination_signal(),
-            ))?;
-            Ok(())
+            runtime.block_on(async {
+                // A failure to start is reported here; once running, the process logs its own
+                // fatal error, which is not printed again.
+                let running = cdc_connector::start(
+                    config,
+                    storefront_plumbing::shutdown::termination_signal(),
+                )
+                .await?;
+                Ok(match running.wait().await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_logged) => ExitCode::FAILURE,
+                })
+            })
         }
     }
 }

@@ -81,7 +81,7 @@ pub enum StreamError {
         reason: String,
     },
     /// Reading the stream failed for good.
-    #[error("stream {stream}: {source}")]
+    #[error("stream {stream}")]
     Source {
         /// The stream's name.
         stream: String,
@@ -90,7 +90,7 @@ pub enum StreamError {
         source: SourceError,
     },
     /// MongoDB failed in a way retrying did not fix.
-    #[error("stream {stream}: mongodb: {source}")]
+    #[error("stream {stream}: mongodb failed")]
     Mongo {
         /// The stream's name.
         stream: String,
@@ -99,7 +99,7 @@ pub enum StreamError {
         source: Box<mongodb::error::Error>,
     },
     /// Kafka failed to take or deliver a record.
-    #[error("stream {stream}: {source}")]
+    #[error("stream {stream}")]
     Publish {
         /// The stream's name.
         stream: String,
@@ -108,7 +108,7 @@ pub enum StreamError {
         source: Box<PublishError>,
     },
     /// Kafka reported a delivery failure that is not the record's fault.
-    #[error("stream {stream}: kafka delivery failed: {source}")]
+    #[error("stream {stream}: kafka delivery failed")]
     Delivery {
         /// The stream's name.
         stream: String,
@@ -117,7 +117,7 @@ pub enum StreamError {
         source: Box<KafkaError>,
     },
     /// The checkpoint store failed.
-    #[error("stream {stream}: {source}")]
+    #[error("stream {stream}")]
     Checkpoint {
         /// The stream's name.
         stream: String,
@@ -257,7 +257,7 @@ impl StreamPipeline {
         if let Err(error) = &outcome {
             self.health.set(
                 &self.component(),
-                ComponentState::Failing(error.to_string()),
+                ComponentState::Failing(storefront_plumbing::errors::chain(error)),
             );
         }
         outcome

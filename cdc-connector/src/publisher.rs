@@ -76,7 +76,7 @@ pub struct DeadLetter<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The producer refused the record for a reason that waiting cannot fix.
-    #[error("kafka refused a record for topic {topic}: {source}")]
+    #[error("kafka refused a record for topic {topic}")]
     Refused {
         /// Destination topic.
         topic: String,

@@ -982,8 +982,8 @@ async fn a_connector_whose_checkpoint_is_claimed_by_another_process_stops() {
     let error = tokio::time::timeout(DEADLINE, running.connector.wait())
         .await
         .expect("the connector stops by itself")
-        .expect_err("stopped with an error")
-        .to_string();
+        .expect_err("stopped with an error");
+    let error = storefront_plumbing::errors::chain(&error);
     assert!(error.contains(&stream), "{error}");
     assert!(error.contains(intruder.owner()), "{error}");
     let after = store.load(&stream).await.unwrap().unwrap();

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file named with `--config` does not exist or cannot be read.
-    #[error("config file {path} cannot be read: {source}")]
+    #[error("config file {path} cannot be read")]
     File {
         path: PathBuf,
         #[source]
@@ -35,13 +35,6 @@ pub enum ConfigError {
     /// Every value parsed but some are unusable together or alone.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
-}
-
-impl ConfigError {
-    /// Configuration errors never go away by retrying.
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
 }
 
 /// A config section that can check itself beyond what types express.

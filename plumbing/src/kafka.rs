@@ -204,7 +204,7 @@ pub struct TopicSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
     /// A client could not be built from the config: retrying cannot help.
-    #[error("kafka client config rejected: {0}")]
+    #[error("kafka client config rejected")]
     Config(#[source] KafkaError),
     /// A broker refused the client's SASL credentials. The message never holds the password:
     /// `reason` (librdkafka's) has every configured secret replaced by `****`.
@@ -223,7 +223,7 @@ pub enum KafkaSetupError {
         reason: String,
     },
     /// The brokers did not answer a metadata request in time.
-    #[error("kafka brokers at {servers} did not answer within {timeout:?}: {source}")]
+    #[error("kafka brokers at {servers} did not answer within {timeout:?}")]
     Unreachable {
         servers: String,
         timeout: Duration,
@@ -237,7 +237,7 @@ pub enum KafkaSetupError {
         code: RDKafkaErrorCode,
     },
     /// The admin request as a whole failed.
-    #[error("kafka admin request failed: {0}")]
+    #[error("kafka admin request failed")]
     Admin(#[source] KafkaError),
 }
 

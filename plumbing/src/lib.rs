@@ -1,6 +1,7 @@
 //! Process plumbing shared by the `cdc-connector` and `projectors` binaries, so neither copies it.
 //!
 //! - [`cli`]: the command-line flags both binaries share.
+//! - [`errors`]: the error policy: one layer per message, the chain printed once where reported.
 //! - [`config`]: layered configuration (defaults < TOML file < environment < flags) and validation.
 //! - [`settings`]: the config sections every process has (MongoDB, Kafka, HTTP, logging).
 //! - [`telemetry`]: logging, Prometheus metrics and the `/health` + `/metrics` HTTP endpoint.
@@ -16,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod errors;
 pub mod kafka;
 pub mod kafka_io;
 pub mod mongo;

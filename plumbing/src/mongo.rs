@@ -12,10 +12,10 @@ use crate::settings::MongoSettings;
 #[derive(Debug, thiserror::Error)]
 pub enum MongoConnectError {
     /// The connection string itself is wrong: retrying cannot help.
-    #[error("mongo.uri is not a valid connection string: {0}")]
+    #[error("mongo.uri is not a valid connection string")]
     InvalidUri(#[source] mongodb::error::Error),
     /// The server did not answer a ping in time.
-    #[error("MongoDB did not answer: {0}")]
+    #[error("MongoDB did not answer")]
     Unreachable(#[source] mongodb::error::Error),
 }
 

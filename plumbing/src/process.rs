@@ -74,8 +74,10 @@ impl ProcessContext {
         )
         .await
         .inspect_err(|error| {
-            self.health
-                .set("kafka", ComponentState::Failing(error.to_string()));
+            self.health.set(
+                "kafka",
+                ComponentState::Failing(crate::errors::chain(error)),
+            );
         })?;
         Ok(answered.map(|brokers| {
             tracing::info!(brokers, "kafka reachable");
@@ -112,7 +114,7 @@ pub async fn spawn<E, F, Fut>(
 where
     F: FnOnce(ProcessContext) -> Fut,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Display + Send + 'static,
+    E: std::error::Error + Send + 'static,
 {
     telemetry::init_logging(log)?;
     let metrics = telemetry::metrics_handle()?;
@@ -132,7 +134,8 @@ where
     let task = tokio::spawn(async move {
         let outcome = work.await;
         if let Err(error) = &outcome {
-            tracing::error!(%error, "process stopped by an error");
+            // The one log line of a fatal error (`main` does not print it again).
+            tracing::error!(error = %crate::errors::chain(error), "process stopped by an error");
         }
         shutdown.cancel();
         http_stop.cancel();

@@ -60,7 +60,7 @@ pub async fn retry<T, E, F, Fut>(
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     loop {
         let outcome = tokio::select! {
@@ -71,7 +71,7 @@ where
             Ok(value) => return Ok(Some(value)),
             Err(error) if is_retryable(&error) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tracing::warn!(error = %crate::errors::chain(&error), retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(None),
                     () = tokio::time::sleep(delay) => {}
@@ -85,6 +85,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    #[error("{0}")]
+    struct Failure(&'static str);
 
     #[test]
     fn delays_grow_stay_capped_and_reset() {
@@ -105,15 +109,15 @@ mod tests {
     async fn retries_transient_errors_until_success() {
         let token = CancellationToken::new();
         let mut calls = 0;
-        let result: Result<Option<u32>, String> = retry(
+        let result: Result<Option<u32>, Failure> = retry(
             "test",
             &token,
             Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
-            |e: &String| e == "transient",
+            |e: &Failure| e.0 == "transient",
             || {
                 calls += 1;
                 let outcome = if calls < 3 {
-                    Err("transient".to_owned())
+                    Err(Failure("transient"))
                 } else {
                     Ok(calls)
                 };
@@ -127,27 +131,27 @@ mod tests {
     #[tokio::test]
     async fn permanent_errors_return_at_once() {
         let token = CancellationToken::new();
-        let result: Result<Option<()>, String> = retry(
+        let result: Result<Option<()>, Failure> = retry(
             "test",
             &token,
             Backoff::default(),
-            |_: &String| false,
-            || async { Err("permanent".to_owned()) },
+            |_: &Failure| false,
+            || async { Err(Failure("permanent")) },
         )
         .await;
-        assert_eq!(result, Err("permanent".to_owned()));
+        assert_eq!(result, Err(Failure("permanent")));
     }
 
     #[tokio::test]
     async fn shutdown_abandons_the_retry() {
         let token = CancellationToken::new();
         token.cancel();
-        let result: Result<Option<()>, String> = retry(
+        let result: Result<Option<()>, Failure> = retry(
             "test",
             &token,
             Backoff::default(),
-            |_: &String| true,
-            || async { Err("transient".to_owned()) },
+            |_: &Failure| true,
+            || async { Err(Failure("transient")) },
         )
         .await;
         assert_eq!(result, Ok(None));

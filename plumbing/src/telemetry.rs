@@ -35,7 +35,7 @@ pub enum TelemetryError {
     #[error("metrics recorder cannot be installed: {0}")]
     Recorder(String),
     /// The HTTP listen address is taken or not ours.
-    #[error("http.listen {addr} cannot be bound: {source}")]
+    #[error("http.listen {addr} cannot be bound")]
     Bind {
         addr: SocketAddr,
         #[source]

@@ -47,7 +47,7 @@ pub enum SimError {
     #[error(transparent)]
     Connect(#[from] storefront_plumbing::mongo::MongoConnectError),
     /// A read or write failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Mongo {
         /// What was being done.
         what: String,

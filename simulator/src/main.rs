@@ -364,7 +364,7 @@ async fn demo(
     if let Err(error) = outcome {
         show.abort();
         interrupt.abort();
-        eprintln!("error: {error}");
+        eprintln!("error: {}", storefront_plumbing::errors::chain(&error));
         return Ok(ExitCode::FAILURE);
     }
     // The applications are done; the pipeline may still be carrying their last changes.
@@ -489,7 +489,7 @@ fn finish(
     match result {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", storefront_plumbing::errors::chain(&error));
             Ok(ExitCode::FAILURE)
         }
     }
