@@ -15,7 +15,8 @@ use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::StorefrontTopics;
 use storefront_tests::{
-    DEADLINE, Daemon, client_config, eventually, free_port, http_get, stack, unique, until_healthy,
+    DEADLINE, Daemon, InProcess, client_config, eventually, free_port, http_get, stack, unique,
+    until_healthy,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cdc-connector");
@@ -125,14 +126,9 @@ fn check_config_prints_the_layered_config_with_secrets_redacted() {
 async fn in_process_it_creates_its_topics_reports_health_and_stops_on_signal() {
     let config = test_config();
     let topics = config.topics.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = cdc_connector::start(config, async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
+    let connector = InProcess::start(|stop| cdc_connector::start(config, stop)).await;
 
-    let body = until_healthy(connector.http_addr).await;
+    let body = until_healthy(connector.http_addr()).await;
     assert!(
         body.contains("\"mongo\"") && body.contains("\"kafka\""),
         "{body}"
@@ -140,15 +136,11 @@ async fn in_process_it_creates_its_topics_reports_health_and_stops_on_signal() {
     for topic in topics.all() {
         assert_eq!(partitions_of(topic).await, 3, "{topic}");
     }
-    let (status, metrics) = http_get(connector.http_addr, "/metrics").await.unwrap();
+    let (status, metrics) = http_get(connector.http_addr(), "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("storefront_build_info"), "{metrics}");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), connector.wait())
-        .await
-        .expect("stops within the deadline")
-        .unwrap();
+    connector.stop().await;
 }
 
 #[tokio::test]

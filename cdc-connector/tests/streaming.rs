@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use cdc_connector::RunningConnector;
+use cdc_connector::ConnectorError;
 use cdc_connector::checkpoint::CheckpointStore;
 use cdc_connector::config::{
     CheckpointSettings, ConnectorConfig, LostHistoryPolicy, SnapshotMode, StreamSettings,
@@ -20,10 +20,9 @@ use storefront_schemas::metadata::SourcePosition;
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
 use storefront_tests::guard::{Watermarks, read_all};
 use storefront_tests::{
-    Daemon, Record, TopicReader, eventually, free_port, next_events, stack, unique, until_healthy,
+    DEADLINE, Daemon, InProcess, Record, TopicReader, eventually, free_port, next_events, stack,
+    unique, until_healthy,
 };
-
-const DEADLINE: Duration = Duration::from_secs(60);
 
 fn test_config() -> ConnectorConfig {
     ConnectorConfig {
@@ -54,30 +53,11 @@ fn test_config() -> ConnectorConfig {
     }
 }
 
-struct Running {
-    connector: RunningConnector,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
+type Running = InProcess<ConnectorError>;
 
+/// The connector with `config`, in this process, once healthy.
 async fn start(config: &ConnectorConfig) -> Running {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = cdc_connector::start(config.clone(), async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    until_healthy(connector.http_addr).await;
-    Running { connector, stop }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(DEADLINE, self.connector.wait())
-            .await
-            .expect("stops before the deadline")
-            .unwrap();
-    }
+    InProcess::start(|stop| cdc_connector::start(config.clone(), stop)).await
 }
 
 async fn collection(namespace: &Namespace) -> Collection<Document> {
@@ -377,14 +357,9 @@ async fn existing_documents_are_snapshotted_then_streamed_without_a_gap() {
             .await
             .unwrap();
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let connector = cdc_connector::start(config.clone(), async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    let connector = Running { connector, stop };
-    let http = connector.connector.http_addr;
+    // Not waiting for health: it is not ready until the snapshot is done.
+    let connector = Running::launch(|stop| cdc_connector::start(config.clone(), stop)).await;
+    let http = connector.http_addr();
 
     // Once the snapshot has published some documents: update and delete some of those, insert
     // new ones.
@@ -979,10 +954,10 @@ async fn a_connector_whose_checkpoint_is_claimed_by_another_process_stops() {
         .insert_one(customer(ObjectId::new(), "After"))
         .await
         .unwrap();
-    let error = tokio::time::timeout(DEADLINE, running.connector.wait())
+    let error = running
+        .wait()
         .await
-        .expect("the connector stops by itself")
-        .expect_err("stopped with an error");
+        .expect_err("the connector stops by itself, with an error");
     let error = storefront_plumbing::errors::chain(&error);
     assert!(error.contains(&stream), "{error}");
     assert!(error.contains(intruder.owner()), "{error}");
@@ -1097,7 +1072,7 @@ async fn wrong_types_and_oversized_events_are_dead_letters_with_reasons() {
             keys(r).contains(&fine.to_hex())
         })
         .await;
-    let (status, metrics) = storefront_tests::http_get(connector.connector.http_addr, "/metrics")
+    let (status, metrics) = storefront_tests::http_get(connector.http_addr(), "/metrics")
         .await
         .unwrap();
     connector.stop().await;
@@ -1396,7 +1371,7 @@ async fn idle_tokens_wait_for_the_idle_interval_and_progress_is_saved_at_once() 
     config.stream.max_await_ms = 100;
     config.checkpoints.idle_interval_ms = 600_000;
     let connector = start(&config).await;
-    let addr = connector.connector.http_addr;
+    let addr = connector.http_addr();
     let accounts = config.sources.accounts.to_string();
     // Writes to another collection move the idle streams' tokens at every poll (100 ms).
     let noise = collection(&Namespace::new(unique("noise"), "noise")).await;

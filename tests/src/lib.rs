@@ -9,8 +9,10 @@
 //! - [`TopicReader`]: reads topics from the beginning into [`Record`]s until a condition holds.
 //! - [`client_config`]: the configuration librdkafka clients report they run with (`debug=conf`).
 //! - [`corpus`]: the corpus of real-shaped source documents with their expected events.
-//! - [`http_get`], [`Daemon`]: talk to a process's `/health` endpoint; run a built binary and stop
-//!   it with SIGTERM like an orchestrator would.
+//! - [`http_get`], [`until_healthy`], [`InProcess`], [`Daemon`]: talk to a process's `/health`
+//!   endpoint; run the connector or the projectors in the test process, or a built binary that is
+//!   stopped with SIGTERM like an orchestrator would.
+//! - [`DEADLINE`]: the one deadline of every step of every test.
 //!
 //! Environment:
 //! - `STOREFRONT_TEST_MONGO_URI`: use this MongoDB instead of the local test server.
@@ -34,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use mongodb::change_stream::ChangeStream;
 use serde::de::DeserializeOwned;
+use storefront_plumbing::errors;
+use storefront_plumbing::process::RunningProcess;
 use storefront_plumbing::settings::{KafkaSettings, MongoSettings};
 
 /// The services the tests talk to.
@@ -274,8 +278,10 @@ pub async fn eventually<T>(
     }
 }
 
-/// How long a test waits for something the stack should do in well under a second.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+/// How long any one step of a test may take: most take well under a second, a whole storefront
+/// converging on the loaded 2-core CI machine takes tens of seconds. One deadline for every test,
+/// so a slow machine needs one change.
+pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Reads the next `count` change events within [`DEADLINE`], polling with `next_if_any` (each poll
 /// one getMore, which the server holds open up to its maxAwaitTimeMS when nothing is new), so a
@@ -312,19 +318,97 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Waits until `GET /health` at `addr` answers 200; returns the body.
+/// Waits until `GET /health` at `addr` answers 200 and returns the body; if it never does within
+/// [`DEADLINE`], fails with the last answer (which names the components that were not ready).
 pub async fn until_healthy(addr: SocketAddr) -> String {
-    eventually(
+    let mut last = None;
+    let healthy = tokio::time::timeout(
         DEADLINE,
-        &format!("{addr}/health to answer 200"),
-        async || {
-            http_get(addr, "/health")
-                .await
-                .filter(|(status, _)| *status == 200)
-                .map(|(_, body)| body)
-        },
+        eventually(
+            DEADLINE,
+            &format!("{addr}/health to answer 200"),
+            async || {
+                let answer = http_get(addr, "/health").await;
+                let body = answer
+                    .as_ref()
+                    .filter(|(status, _)| *status == 200)
+                    .map(|(_, body)| body.clone());
+                last = answer;
+                body
+            },
+        ),
     )
-    .await
+    .await;
+    healthy.unwrap_or_else(|_| {
+        panic!("{addr}/health not 200 within {DEADLINE:?}; last answer: {last:?}")
+    })
+}
+
+/// A process (the connector, the projectors) running in this test process until [`Self::stop`].
+#[derive(Debug)]
+pub struct InProcess<E> {
+    /// The running process.
+    pub process: RunningProcess<E>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// What [`InProcess::start`] hands the process as its shutdown signal.
+pub type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl<E: std::error::Error + 'static> InProcess<E> {
+    /// Starts a process with `start` (given the stop signal) and waits until it is healthy.
+    pub async fn start<S, Started>(start: S) -> Self
+    where
+        S: FnOnce(StopSignal) -> Started,
+        Started: std::future::Future<Output = Result<RunningProcess<E>, E>>,
+    {
+        let started = Self::launch(start).await;
+        until_healthy(started.http_addr()).await;
+        started
+    }
+
+    /// Starts a process with `start` (given the stop signal), without waiting for it to be
+    /// healthy (to watch it while it is still starting).
+    pub async fn launch<S, Started>(start: S) -> Self
+    where
+        S: FnOnce(StopSignal) -> Started,
+        Started: std::future::Future<Output = Result<RunningProcess<E>, E>>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let process = start(Box::pin(async move {
+            let _ = stopped.await;
+        }))
+        .await
+        .unwrap_or_else(|error| panic!("cannot start: {}", errors::chain(&error)));
+        Self { process, stop }
+    }
+
+    /// Where its `/health` and `/metrics` are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.process.http_addr
+    }
+
+    /// Stops it and waits for a clean exit within [`DEADLINE`].
+    pub async fn stop(self) {
+        let Self { process, stop } = self;
+        // The process may have stopped by itself already: then nobody listens.
+        let _ = stop.send(());
+        tokio::time::timeout(DEADLINE, process.wait())
+            .await
+            .expect("the process stops before the deadline")
+            .unwrap_or_else(|error| panic!("stopped with an error: {}", errors::chain(&error)));
+    }
+
+    /// Waits (within [`DEADLINE`]) until it stops by itself, with its outcome.
+    pub async fn wait(self) -> Result<(), E> {
+        let Self { process, stop } = self;
+        let outcome = tokio::time::timeout(DEADLINE, process.wait())
+            .await
+            .expect("the process stops before the deadline");
+        // Dropping the sender would be the stop signal: only now.
+        drop(stop);
+        outcome
+    }
 }
 
 /// CPU seconds (user + system) used so far by process `pid` (benches read it from `/proc`).

@@ -22,7 +22,8 @@ use storefront_tests::{Record, TopicReader, eventually, stack, unique};
 
 mod pipeline;
 
-use pipeline::{DEADLINE, Pipeline, configs};
+use pipeline::{Pipeline, configs};
+use storefront_tests::DEADLINE;
 
 /// Test card numbers (they pass the Luhn check, like real ones).
 const CARDS: [&str; 5] = [

@@ -21,11 +21,11 @@ use storefront_sim::scrape::Scrape;
 use storefront_sim::{
     ExpectedState, Flow, LoadSpec, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify,
 };
-use storefront_tests::{Record, TopicReader, guard, stack, unique};
+use storefront_tests::{DEADLINE, Record, TopicReader, guard, stack, unique};
 
 mod pipeline;
 
-use pipeline::{DEADLINE, Pipeline, configs};
+use pipeline::{Pipeline, configs};
 
 const CUSTOMERS: u64 = 20;
 const ORDERS: u32 = 3;

@@ -18,11 +18,11 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Client, Collection};
 use storefront_schemas::topology::Namespace;
-use storefront_tests::{Record, TopicReader, eventually, guard, stack, unique};
+use storefront_tests::{DEADLINE, Record, TopicReader, eventually, guard, stack, unique};
 
 mod pipeline;
 
-use pipeline::{DEADLINE, Pipeline, configs};
+use pipeline::{Pipeline, configs};
 
 fn collection(client: &Client, namespace: &Namespace) -> Collection<Document> {
     client

@@ -32,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 #[allow(dead_code)] // this file starts the binaries itself; it uses the shared configs only
 mod pipeline;
 
-use pipeline::{DEADLINE, configs};
+use pipeline::configs;
+use storefront_tests::DEADLINE;
 
 /// How soon a process with refused credentials must have stopped (the issue asks for ~15 s; it
 /// takes well under one when the broker answers).

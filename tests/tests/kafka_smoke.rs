@@ -6,8 +6,6 @@
     reason = "test code: synchronous Kafka calls wait on the local broker only"
 )]
 
-use std::time::Duration;
-
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -15,9 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use storefront_plumbing::kafka::{
     TopicSpec, TracingContext, consumer_config, ensure_topics, producer_config,
 };
-use storefront_tests::{stack, unique};
-
-const DEADLINE: Duration = Duration::from_secs(30);
+use storefront_tests::{DEADLINE, stack, unique};
 
 async fn new_topic(partitions: i32) -> String {
     let name = unique("smoke");

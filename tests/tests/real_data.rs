@@ -20,7 +20,8 @@ use storefront_tests::{Record, TopicReader, eventually, stack};
 
 mod pipeline;
 
-use pipeline::{DEADLINE, Pipeline, configs};
+use pipeline::{Pipeline, configs};
+use storefront_tests::DEADLINE;
 
 async fn collection(namespace: &Namespace) -> Collection<Document> {
     database(namespace).await.collection(&namespace.collection)

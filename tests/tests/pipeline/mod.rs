@@ -1,66 +1,41 @@
 //! The connector and both projectors running in this process against the local stack, with
 //! unique names, as the end-to-end tests use them.
 
-use std::time::Duration;
-
 use cdc_connector::config::{CheckpointSettings, ConnectorConfig, StreamSettings};
 use projectors::config::{ApplySettings, ProjectionTargets, Projector, ProjectorsConfig};
 use storefront_plumbing::settings::{HttpSettings, LogSettings};
 use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{stack, unique, until_healthy};
-
-/// How long any step of an end-to-end test may take.
-pub const DEADLINE: Duration = Duration::from_secs(90);
+use storefront_tests::{InProcess, stack, unique};
 
 /// The running connector and projectors.
 pub struct Pipeline {
-    connector: cdc_connector::RunningConnector,
-    projectors: projectors::RunningProjectors,
-    stop_connector: tokio::sync::oneshot::Sender<()>,
-    stop_projectors: tokio::sync::oneshot::Sender<()>,
+    connector: InProcess<cdc_connector::ConnectorError>,
+    projectors: InProcess<projectors::ProjectorError>,
 }
 
 impl Pipeline {
     /// Starts the connector, then the projectors, each once healthy.
     pub async fn start(connector: &ConnectorConfig, projectors: &ProjectorsConfig) -> Self {
-        let (stop_connector, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running_connector = cdc_connector::start(connector.clone(), async move {
-            let _ = stopped.await;
+        let connector =
+            InProcess::start(|stop| cdc_connector::start(connector.clone(), stop)).await;
+        let projectors = InProcess::start(|stop| {
+            projectors::start(
+                projectors.clone(),
+                vec![Projector::Orders, Projector::Fulfillment],
+                stop,
+            )
         })
-        .await
-        .unwrap();
-        until_healthy(running_connector.http_addr).await;
-        let (stop_projectors, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running_projectors = projectors::start(
-            projectors.clone(),
-            vec![Projector::Orders, Projector::Fulfillment],
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .unwrap();
-        until_healthy(running_projectors.http_addr).await;
+        .await;
         Self {
-            connector: running_connector,
-            projectors: running_projectors,
-            stop_connector,
-            stop_projectors,
+            connector,
+            projectors,
         }
     }
 
     /// Stops both, waiting for a clean exit.
     pub async fn stop(self) {
-        let _ = self.stop_connector.send(());
-        let _ = self.stop_projectors.send(());
-        tokio::time::timeout(DEADLINE, self.connector.wait())
-            .await
-            .expect("the connector stops before the deadline")
-            .unwrap();
-        tokio::time::timeout(DEADLINE, self.projectors.wait())
-            .await
-            .expect("the projectors stop before the deadline")
-            .unwrap();
+        self.connector.stop().await;
+        self.projectors.stop().await;
     }
 }
 
