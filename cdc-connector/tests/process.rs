@@ -9,11 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use cdc_connector::checkpoint::CheckpointStore;
 use cdc_connector::config::{CheckpointSettings, ConnectorConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
-use storefront_schemas::topology::StorefrontTopics;
+use storefront_schemas::topology::{Namespace, StorefrontTopics};
 use storefront_tests::{
     DEADLINE, Daemon, InProcess, client_config, eventually, free_port, http_get, stack, unique,
     until_healthy,
@@ -226,4 +227,70 @@ async fn the_producer_runs_with_the_operators_kafka_properties() {
         "the product's default stays where the operator set nothing: {producer:?}"
     );
     assert_eq!(producer["request.required.acks"], "-1", "{producer:?}");
+}
+
+/// A fatal error is logged once, with its whole chain, and not printed again when the process
+/// exits: here the stream's checkpoint claimed by another process.
+#[tokio::test]
+async fn a_fatal_error_is_logged_once_with_its_causes() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("connector.toml");
+    let log_path = dir.path().join("connector.log");
+    let mut config = test_config();
+    config.sources.accounts = Namespace::new(unique("accounts"), "customer.accounts");
+    config.checkpoints.interval_ms = 50;
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let mut args = vec![
+        "--config",
+        config_path.to_str().unwrap(),
+        "--http-listen",
+        &listen,
+    ];
+    args.extend(client_config::LOG_FLAGS);
+    args.push("run");
+    let mut daemon = Daemon::spawn_logged(Path::new(BINARY), &args, &log_path);
+    until_healthy(listen.parse().unwrap()).await;
+
+    let client = stack().mongo_client().await;
+    let stream = config.sources.accounts.to_string();
+    let store = CheckpointStore::new(&client, &config.checkpoints);
+    let customers = client
+        .database(&config.sources.accounts.database)
+        .collection::<mongodb::bson::Document>(&config.sources.accounts.collection);
+    customers
+        .insert_one(mongodb::bson::doc! { "first": true })
+        .await
+        .unwrap();
+    eventually(DEADLINE, "the connector's first checkpoint", async || {
+        store.load(&stream).await.unwrap()?.position
+    })
+    .await;
+    let intruder = CheckpointStore::new(&client, &config.checkpoints);
+    intruder.claim(&stream).await.unwrap();
+    customers
+        .insert_one(mongodb::bson::doc! { "second": true })
+        .await
+        .unwrap();
+    let status = daemon.exit_status().await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+
+    let errors: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {errors:#?}\n{log}");
+    let error = errors[0]["error"].as_str().unwrap();
+    // Every layer, each once: the stream, the checkpoint store, the new owner.
+    assert!(error.contains(&stream), "{error}");
+    assert!(error.contains(intruder.owner()), "{error}");
+    assert_eq!(error.matches(intruder.owner()).count(), 1, "{error}");
+    assert_eq!(error.matches(&stream).count(), 1, "{error}");
+    assert_eq!(
+        log.matches(intruder.owner()).count(),
+        1,
+        "the error is not printed again at exit:\n{log}"
+    );
 }
