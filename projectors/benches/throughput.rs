@@ -177,21 +177,22 @@ fn customer_backlog(config: &ProjectorsConfig, events: usize, customers: usize) 
         let record = customer_change(config, id, position(n as u32), &first_name);
         let payload: CustomerChangeEvent =
             serde_json::from_slice(record.body.as_ref().unwrap()).unwrap();
-        backlog
-            .guarded
-            .push(statement(&projectors::projection::orders::change_write(
+        backlog.guarded.push(statement(
+            &projectors::projection::orders::change_write(
                 id,
                 position(n as u32) as i64,
                 &payload,
                 false,
-            )));
+            )
+            .unwrap(),
+        ));
         backlog.plain.push(doc! {
             "q": { "_id": id },
             "u": {
                 "$set": {
-                    "name": to_bson(&payload.name),
-                    "contact": to_bson(&payload.contact),
-                    "addresses": to_bson(&payload.addresses),
+                    "name": to_bson(&payload.name).unwrap(),
+                    "contact": to_bson(&payload.contact).unwrap(),
+                    "addresses": to_bson(&payload.addresses).unwrap(),
                 },
                 "$setOnInsert": { "orders": [] },
             },
@@ -219,21 +220,22 @@ fn request_backlog(config: &ProjectorsConfig, events: usize) -> Backlog {
             &projectors::projection::fulfillment::request_write(
                 position(n as u32) as i64,
                 &payload,
-            ),
+            )
+            .unwrap(),
         ));
         backlog.plain.push(doc! {
             "q": { "_id": &guid },
             "u": {
                 "$set": {
                     "timestamp": payload.timestamp,
-                    "name": to_bson(&payload.name),
-                    "contact": to_bson(&payload.contact),
-                    "address": to_bson(&payload.address),
-                    "order.orderItems": to_bson(&payload.order.order_items),
+                    "name": to_bson(&payload.name).unwrap(),
+                    "contact": to_bson(&payload.contact).unwrap(),
+                    "address": to_bson(&payload.address).unwrap(),
+                    "order.orderItems": to_bson(&payload.order.order_items).unwrap(),
                 },
                 "$setOnInsert": {
                     "order.guid": &guid,
-                    "order.orderStatusEvents": to_bson(&payload.order.order_status_events),
+                    "order.orderStatusEvents": to_bson(&payload.order.order_status_events).unwrap(),
                 },
             },
             "upsert": true,

@@ -1,15 +1,21 @@
 //! Applying one batch of records: decode, project, write, dead-letter, retry.
 //!
 //! ```text
-//! records --decode--> events ---------> projection.apply(store) --> outcomes
-//!            \--> poison                                    \--> refused writes
+//! records --decode--> events --plan--> Prepared --executor (store)--> outcomes
+//!            \--> poison                                      \--> refused writes
 //!                   \___________________ dead letters (acknowledged) ________/
 //! ```
 //!
+//! [`Applier::prepare`] decodes and plans (CPU only, so the batch loop does it for the next batch
+//! while the current one is written); [`Applier::apply_prepared`] writes through
+//! [`crate::executor`] and sends the dead letters.
+//!
 //! # Delivery guarantees
-//! [`Applier::apply`] returns `Ok(Some(_))` only when every event of the batch is in MongoDB
-//! (applied, or already there) or its dead letter is acknowledged by Kafka: the caller may then
-//! store the batch's offsets. Nothing is committed otherwise.
+//! [`Applier::apply_prepared`] returns `Ok(Some(_))` only when every event of the batch is in
+//! MongoDB (applied, or already there) or its dead letter is acknowledged by Kafka: the caller may
+//! then store the batch's offsets. Nothing is committed otherwise; in particular a batch whose
+//! outcomes do not line up with its records is an error ([`ApplyError::Unsettled`]), never
+//! counted as anything.
 //!
 //! # Retries
 //! Transient failures (MongoDB unreachable, stepping down, a timeout, Kafka not acknowledging a
@@ -19,45 +25,53 @@
 //! partly applied is harmless. A write already sent is allowed to finish at shutdown; only the
 //! pause between attempts is cut short, and then the batch is abandoned uncommitted
 //! (`Ok(None)`): the next owner of its partitions applies it again. A permanent failure
-//! (MongoDB refusing the command itself) returns [`ApplyError`] and stops the projector.
+//! (MongoDB refusing the command itself, a broken invariant) returns [`ApplyError`] and stops the
+//! projector.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
+use storefront_plumbing::kafka::KafkaSetupError;
 use storefront_plumbing::retry::Backoff;
 use storefront_plumbing::telemetry::{ComponentState, Health};
 use storefront_schemas::topology::StorefrontTopics;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ApplySettings, Projector};
+use crate::config::{APP_NAME, Projector, ProjectorsConfig};
 use crate::dead_letter::DeadLetters;
 use crate::event::{self, Event, Poison};
+use crate::executor::{self, ExecuteError};
 use crate::metrics;
 use crate::projection::{Outcome, Plan, Projection};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
+use storefront_plumbing::errors;
 
-/// Why a batch could not be applied.
+/// Why a batch could not be applied (the applier already retried everything transient).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// MongoDB refused the writes in a way retrying cannot fix.
-    #[error("projector {projector}: {source}")]
-    Store {
+    /// MongoDB refused the writes, or the projection could not settle them, in a way retrying
+    /// cannot fix.
+    #[error("projector {projector}: writing a batch failed")]
+    Write {
         /// The projector.
         projector: Projector,
         /// What failed.
         #[source]
-        source: StoreError,
+        source: ExecuteError,
     },
-}
-
-impl ApplyError {
-    /// Whether retrying later can succeed: never, the applier already retried everything
-    /// transient.
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
+    /// The outcomes did not line up with the batch's events: a bug, reported rather than
+    /// counting the batch as anything.
+    #[error("projector {projector}: {outcomes} outcomes for a batch of {events} events")]
+    Unsettled {
+        /// The projector.
+        projector: Projector,
+        /// Events decoded from the batch.
+        events: usize,
+        /// Outcomes the execution returned.
+        outcomes: usize,
+    },
 }
 
 /// What became of a batch.
@@ -110,29 +124,39 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// An applier writing with `store` and dead-lettering with `dead_letters`.
-    #[allow(clippy::too_many_arguments)] // one call site per binary mode; a builder adds nothing
-    pub fn new(
+    /// The applier of `projector` as `config` describes it, writing through `client` and
+    /// reporting to `health`; its retries stop at `shutdown`.
+    pub fn build(
+        config: &ProjectorsConfig,
         projector: Projector,
-        topics: StorefrontTopics,
-        projection: Projection,
-        store: Store,
-        dead_letters: DeadLetters,
-        settings: &ApplySettings,
+        client: &mongodb::Client,
         health: Health,
         shutdown: CancellationToken,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, KafkaSetupError> {
+        let target = config.target(projector);
+        let store = Store::new(
+            client.database(&target.database),
+            &target.collection,
+            config.apply.batch_size,
+            Duration::from_millis(config.apply.write_timeout_ms),
+        );
+        let dead_letters = DeadLetters::new(
+            &config.kafka,
+            APP_NAME,
+            &config.apply.dead_letter_topic,
             projector,
-            topics,
-            projection,
+        )?;
+        Ok(Self {
+            projector,
+            topics: config.topics.clone(),
+            projection: Projection::for_projector(projector, config),
             store,
             dead_letters,
-            retry_initial: Duration::from_millis(settings.retry_initial_ms),
-            retry_max: Duration::from_millis(settings.retry_max_ms),
+            retry_initial: Duration::from_millis(config.apply.retry_initial_ms),
+            retry_max: Duration::from_millis(config.apply.retry_max_ms),
             health,
             shutdown,
-        }
+        })
     }
 
     /// The projection applied.
@@ -161,15 +185,6 @@ impl Applier {
         }
     }
 
-    /// Prepares and applies `records`.
-    pub async fn apply(
-        &self,
-        records: Vec<OwnedMessage>,
-    ) -> Result<Option<BatchSummary>, ApplyError> {
-        let prepared = self.prepare(records);
-        self.apply_prepared(&prepared).await
-    }
-
     /// Writes a prepared batch and sends its dead letters. `Ok(None)`: shut down while waiting to
     /// retry; the batch must not be committed.
     pub async fn apply_prepared(
@@ -185,25 +200,27 @@ impl Applier {
         let Some(outcomes) = self.project(&events, &prepared.plan).await? else {
             return Ok(None);
         };
-        // Line the outcomes back up with the records.
-        let mut outcomes = outcomes.into_iter();
+        let outcomes = line_up(&prepared.decoded, outcomes).map_err(|(events, outcomes)| {
+            ApplyError::Unsettled {
+                projector: self.projector,
+                events,
+                outcomes,
+            }
+        })?;
         let mut letters: Vec<(&OwnedMessage, Poison)> = Vec::new();
         let mut summary = BatchSummary::default();
         let mut newest_time = None;
         let mut counts: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
         let mut applied_times: Vec<(&str, i64)> = Vec::new();
-        for (record, decoded) in prepared.records.iter().zip(&prepared.decoded) {
-            let outcome = match decoded {
-                Ok(event) => {
-                    newest_time = newest_time.max(Some(event.metadata.time_ms));
-                    let outcome = outcomes.next().unwrap_or(Outcome::Stale);
-                    if outcome == Outcome::Applied {
-                        applied_times.push((record.topic(), event.metadata.time_ms));
-                    }
-                    outcome
+        for ((record, decoded), outcome) in
+            prepared.records.iter().zip(&prepared.decoded).zip(outcomes)
+        {
+            if let Ok(event) = decoded {
+                newest_time = newest_time.max(Some(event.metadata.time_ms));
+                if outcome == Outcome::Applied {
+                    applied_times.push((record.topic(), event.metadata.time_ms));
                 }
-                Err(poison) => Outcome::DeadLetter(poison.clone()),
-            };
+            }
             let label = match outcome {
                 Outcome::Applied => {
                     summary.applied += 1;
@@ -255,15 +272,16 @@ impl Applier {
         }
         let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         loop {
-            match self.projection.execute(&self.store, events, plan).await {
+            match executor::execute(&self.store, &self.projection, events, plan).await {
                 Ok(outcomes) => {
                     self.health.set("mongo", ComponentState::Ready);
                     return Ok(Some(outcomes));
                 }
                 Err(error) if error.is_retryable() => {
                     metrics::retry(self.projector, "mongo_write");
+                    let error = errors::chain(&error);
                     self.health
-                        .set("mongo", ComponentState::Failing(error.to_string()));
+                        .set("mongo", ComponentState::Failing(error.clone()));
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         projector = %self.projector,
@@ -278,8 +296,8 @@ impl Applier {
                 }
                 Err(source) => {
                     self.health
-                        .set("mongo", ComponentState::Failing(source.to_string()));
-                    return Err(ApplyError::Store {
+                        .set("mongo", ComponentState::Failing(errors::chain(&source)));
+                    return Err(ApplyError::Write {
                         projector: self.projector,
                         source,
                     });
@@ -326,8 +344,9 @@ impl Applier {
                 return true;
             };
             metrics::retry(self.projector, "dead_letter");
+            let error = errors::chain(&error);
             self.health
-                .set("kafka", ComponentState::Failing(error.to_string()));
+                .set("kafka", ComponentState::Failing(error.clone()));
             let delay = backoff.next_delay();
             tracing::warn!(
                 projector = %self.projector,
@@ -348,6 +367,88 @@ impl Applier {
         tokio::select! {
             () = self.shutdown.cancelled() => false,
             () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+/// Each record's outcome: its poison, or the next of `outcomes` (one per decoded event, in
+/// order). `Err((events, outcomes))` when the counts differ.
+fn line_up(
+    decoded: &[Result<Event, Poison>],
+    outcomes: Vec<Outcome>,
+) -> Result<Vec<Outcome>, (usize, usize)> {
+    let events = decoded.iter().filter(|d| d.is_ok()).count();
+    // A missing outcome must not pass as stale (or anything): the batch would be committed with
+    // an event never written.
+    let mismatch = (events, outcomes.len());
+    if mismatch.0 != mismatch.1 {
+        return Err(mismatch);
+    }
+    let mut outcomes = outcomes.into_iter();
+    let mut lined = Vec::with_capacity(decoded.len());
+    for decoded in decoded {
+        lined.push(match decoded {
+            Ok(_) => outcomes.next().ok_or(mismatch)?,
+            Err(poison) => Outcome::DeadLetter(poison.clone()),
+        });
+    }
+    Ok(lined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_line_up_with_the_records_or_the_batch_fails() {
+        use storefront_schemas::metadata::{
+            EventMetadata, EventType, SCHEMA_VERSION, SourcePosition,
+        };
+        use storefront_schemas::topology::Namespace;
+        let event = || {
+            Ok(Event {
+                metadata: EventMetadata {
+                    id: "e".into(),
+                    event_type: EventType::CustomerDeleted,
+                    schema_version: SCHEMA_VERSION,
+                    source: Namespace::new("accounts", "customer.accounts"),
+                    position: SourcePosition::from_u64(1),
+                    time_ms: 0,
+                    subject: "c".into(),
+                },
+                body: crate::event::EventBody::CustomerDeleted {
+                    id: storefront_schemas::documents::CustomerId::Text("c".into()),
+                },
+            })
+        };
+        let poison = Poison::contract("bad");
+        let decoded = vec![event(), Err(poison.clone()), event()];
+        // (what, outcomes of the two events, records' outcomes | (events, outcomes))
+        type Case = (
+            &'static str,
+            Vec<Outcome>,
+            Result<Vec<Outcome>, (usize, usize)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "one per event; poison in its place",
+                vec![Outcome::Applied, Outcome::Stale],
+                Ok(vec![
+                    Outcome::Applied,
+                    Outcome::DeadLetter(poison.clone()),
+                    Outcome::Stale,
+                ]),
+            ),
+            // Was counted stale before, and the batch committed with the event never written.
+            ("one missing", vec![Outcome::Applied], Err((2, 1))),
+            (
+                "one too many",
+                vec![Outcome::Applied, Outcome::Applied, Outcome::Applied],
+                Err((2, 3)),
+            ),
+        ];
+        for (what, outcomes, expected) in cases {
+            assert_eq!(line_up(&decoded, outcomes), expected, "{what}");
         }
     }
 }

@@ -15,6 +15,9 @@ use storefront_schemas::topology::{
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "PROJECTORS_";
 
+/// The name the projectors give themselves in MongoDB and Kafka client ids.
+pub const APP_NAME: &str = "storefront-projectors";
+
 /// Default port of the projectors' `/health` and `/metrics` endpoint.
 pub const DEFAULT_HTTP_PORT: u16 = 9465;
 

@@ -34,7 +34,7 @@ pub use storefront_schemas::dead_letter::header;
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     /// Kafka did not acknowledge it (brokers unreachable, timed out). Retryable.
-    #[error("dead letter to {topic} not delivered: {source}")]
+    #[error("dead letter to {topic} not delivered")]
     Delivery {
         /// The dead-letter topic.
         topic: String,
@@ -42,14 +42,6 @@ pub enum DeadLetterError {
         #[source]
         source: KafkaError,
     },
-}
-
-impl DeadLetterError {
-    /// Whether retrying later can succeed: always, Kafka's failures to deliver are transient
-    /// once the topic exists (it is created at startup).
-    pub fn is_retryable(&self) -> bool {
-        true
-    }
 }
 
 /// The dead-letter producer of one projector.

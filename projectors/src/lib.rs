@@ -2,20 +2,25 @@
 //! other services' collections.
 //!
 //! ```text
-//!  accounts.customer.change ─┐                                   ┌─> customer.orders
-//!  fulfillment.order.change ─┼─> runner ─> apply ─> projection ─> store ─┤
-//!  orders.order.fulfill ─────┘   (batch,    (decode, (pure ops)   (bulk    └─> fulfillment.requests
-//!                                 commit)    retry)                writes)
-//!                                   └──────> dead letters (poison, refused writes)
+//!  accounts.customer.change ─┐   runner / rebuild                                    ┌─> customer.orders
+//!  fulfillment.order.change ─┼─> batch_loop ─> apply ─> projection ─> executor ─> store ─┤
+//!  orders.order.fulfill ─────┘   (batches,     (decode,  (pure: plan,  (runs the   (commands) └─> fulfillment.requests
+//!                                 offsets,      retry)    interpret)    steps)
+//!                                 commits)        └──────> dead letters (poison, refused writes)
 //! ```
 //!
 //! - [`config`]: the configuration and the list of projectors.
 //! - [`event`]: Kafka records to typed events, or the reason they are poison (pure).
-//! - [`projection`]: events to guarded, idempotent writes, one module per read model.
-//! - [`store`]: unordered multi-statement `update` commands and their per-statement outcomes.
+//! - [`projection`]: events to planned writes and reads, and what their results mean (pure),
+//!   one module per read model.
+//! - [`executor`]: runs a projection's steps through the store; the only MongoDB IO of a batch.
+//! - [`store`]: unordered multi-statement `update` commands with per-statement outcomes, reads.
 //! - [`dead_letter`]: the dead-letter producer (original bytes, reason and origin as headers).
-//! - [`apply`]: one batch: decode, project, write, dead-letter, retry transient failures.
-//! - [`runner`]: the live consumer loop: batches, stored offsets, commits, rebalances, lag.
+//! - [`apply`]: one batch: decode, plan, execute, dead-letter, retry transient failures.
+//! - [`consumer`]: a projector's Kafka consumer and its callbacks (rebalances, lag).
+//! - [`batch_loop`]: read the next batch while the current one is written, store offsets,
+//!   commit; shared by the live runner and the rebuild.
+//! - [`runner`]: the live consumer group of one projector.
 //! - [`rebuild`](mod@rebuild): `projectors rebuild`: replay the retained topics into the projection.
 //! - [`topics`]: the topics and the retention a rebuild needs; creating the missing ones.
 //! - [`metrics`]: the projectors' metrics.
@@ -24,7 +29,7 @@
 //!
 //! # Guarantees
 //! - **No loss.** An offset is committed only after the MongoDB write of its record succeeded or
-//!   the record's dead letter was acknowledged ([`runner`]).
+//!   the record's dead letter was acknowledged ([`batch_loop`], [`runner`]).
 //! - **Duplicates, replays and reordering are harmless.** Every write is idempotent and guarded
 //!   by the event's source position ([`projection`]).
 //! - **Never stuck, never silent.** A record that cannot be applied goes to the dead-letter topic
@@ -37,9 +42,12 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))] // product code says why it cannot fail
 
 pub mod apply;
+pub mod batch_loop;
 pub mod config;
+pub mod consumer;
 pub mod dead_letter;
 pub mod event;
+pub mod executor;
 pub mod metrics;
 pub mod projection;
 pub mod rebuild;
@@ -48,25 +56,19 @@ pub mod store;
 pub mod topics;
 
 use std::future::Future;
-use std::time::Duration;
 
+use storefront_plumbing::errors;
 use storefront_plumbing::kafka::KafkaSetupError;
 use storefront_plumbing::mongo::MongoConnectError;
 use storefront_plumbing::process::{self, ProcessContext, RunningProcess};
-use storefront_plumbing::telemetry::{ComponentState, Health, TelemetryError};
-use tokio_util::sync::CancellationToken;
+use storefront_plumbing::telemetry::{ComponentState, TelemetryError};
 
 use crate::apply::Applier;
 use crate::config::{Projector, ProjectorsConfig};
-use crate::dead_letter::DeadLetters;
-use crate::projection::Projection;
 use crate::runner::RunnerError;
-use crate::store::Store;
 
+pub use crate::config::APP_NAME;
 pub use crate::rebuild::{RebuildError, RebuildReport, rebuild};
-
-/// The name the projectors give themselves in MongoDB and Kafka client ids.
-pub const APP_NAME: &str = "storefront-projectors";
 
 /// Why the projectors stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -83,18 +85,6 @@ pub enum ProjectorError {
     /// A projector stopped with an error.
     #[error(transparent)]
     Runner(#[from] RunnerError),
-}
-
-impl ProjectorError {
-    /// Whether restarting the process later can succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Telemetry(_) => false,
-            Self::Mongo(error) => error.is_retryable(),
-            Self::Kafka(error) => error.is_retryable(),
-            Self::Runner(error) => error.is_retryable(),
-        }
-    }
 }
 
 /// Projectors running in the background.
@@ -130,39 +120,6 @@ pub async fn setup_topics(
     topics::ensure(config, APP_NAME).await
 }
 
-/// The batch applier of `projector`, writing through `client`.
-pub fn build_applier(
-    config: &ProjectorsConfig,
-    projector: Projector,
-    client: &mongodb::Client,
-    health: Health,
-    shutdown: CancellationToken,
-) -> Result<Applier, KafkaSetupError> {
-    let target = config.target(projector);
-    let store = Store::new(
-        client.database(&target.database),
-        &target.collection,
-        config.apply.batch_size,
-        Duration::from_millis(config.apply.write_timeout_ms),
-    );
-    let dead_letters = DeadLetters::new(
-        &config.kafka,
-        APP_NAME,
-        &config.apply.dead_letter_topic,
-        projector,
-    )?;
-    Ok(Applier::new(
-        projector,
-        config.topics.clone(),
-        Projection::for_projector(projector, config),
-        store,
-        dead_letters,
-        &config.apply,
-        health,
-        shutdown,
-    ))
-}
-
 async fn work(
     config: ProjectorsConfig,
     projectors: Vec<Projector>,
@@ -173,7 +130,7 @@ async fn work(
     for projector in &projectors {
         context
             .health
-            .set(&runner::component(*projector), ComponentState::Starting);
+            .set(&consumer::component(*projector), ComponentState::Starting);
     }
     let Some(client) = context.connect_mongo(&config.mongo, APP_NAME).await? else {
         return Ok(());
@@ -190,7 +147,7 @@ async fn work(
     }
     let mut tasks = tokio::task::JoinSet::new();
     for projector in projectors {
-        let applier = build_applier(
+        let applier = Applier::build(
             &config,
             projector,
             &client,
@@ -201,6 +158,7 @@ async fn work(
             // Status events find their order by guid: without this index every one scans the
             // collection on MongoDB. Creating an index that exists is a no-op.
             if let Err(error) = applier.store().ensure_index("orders.guid").await {
+                let error = errors::chain(&error);
                 tracing::warn!(%error, target = %config.targets.orders, "index on orders.guid not created; status updates scan the collection");
             }
         }
@@ -217,10 +175,16 @@ async fn work(
         let outcome =
             joined.unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()));
         if let Err(error) = outcome {
-            tracing::error!(%error, "projector stopped; stopping the others");
-            // One failed projector stops the process: they finish their batch and commit.
+            // One failed projector stops the process: they finish their batch and commit. The
+            // first error is the process's, logged once by `process::spawn`; any later one only
+            // here.
             context.shutdown.cancel();
-            first_error.get_or_insert(error);
+            if first_error.is_none() {
+                tracing::info!("a projector failed; stopping the others");
+                first_error = Some(error);
+            } else {
+                tracing::error!(error = %errors::chain(&error), "another projector failed too");
+            }
         }
     }
     tracing::info!("projectors stopped");

@@ -74,12 +74,20 @@ fn main() -> anyhow::Result<ExitCode> {
             projectors.sort();
             projectors.dedup();
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(projectors::run(
-                config,
-                projectors,
-                storefront_plumbing::shutdown::termination_signal(),
-            ))?;
-            Ok(ExitCode::SUCCESS)
+            runtime.block_on(async {
+                // A failure to start is reported here; once running, the process logs its own
+                // fatal error (`process::spawn`), which is not printed again.
+                let running = projectors::start(
+                    config,
+                    projectors,
+                    storefront_plumbing::shutdown::termination_signal(),
+                )
+                .await?;
+                Ok(match running.wait().await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_logged) => ExitCode::FAILURE,
+                })
+            })
         }
         Command::Rebuild { projector } => {
             storefront_plumbing::telemetry::init_logging(&config.log)?;

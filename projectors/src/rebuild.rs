@@ -14,9 +14,9 @@
 //!    projector replays everything", never a gap.
 //! 3. It clears the projection's guard positions (`_cdc.*Position`) in every document, so every
 //!    replayed event applies again, even over data that drifted while keeping a newer position.
-//! 4. It replays every source topic from its beginning to the noted end through the same batch
-//!    path as the live projector (same writes, same dead letters), committing the group's
-//!    offsets as it goes, with a progress bar and periodic progress logs (rate, ETA).
+//! 4. It replays every source topic from its beginning to the noted end through the live
+//!    projector's batch loop ([`crate::batch_loop`]: same writes, same dead letters), committing
+//!    the group's offsets as it goes, with a progress bar and periodic progress logs (rate, ETA).
 //! 5. It commits the noted ends: live instances started afterwards continue exactly after the
 //!    replayed records, with events published during the rebuild.
 //!
@@ -46,17 +46,17 @@ use storefront_plumbing::mongo::{self, MongoConnectError};
 use storefront_plumbing::telemetry::Health;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Applier, ApplyError, BatchSummary, Prepared};
-use crate::config::{Projector, ProjectorsConfig};
-use crate::runner::{self, ProjectorContext, RunnerError};
+use crate::apply::{Applier, BatchSummary};
+use crate::batch_loop::{self, Batch, BatchSettings, LoopError, Source, Stop};
+use crate::config::{APP_NAME, Projector, ProjectorsConfig};
+use crate::consumer::{self, ProjectorContext, report_commit};
 use crate::store::StoreError;
 use crate::topics::{self, Mismatch};
-use crate::{APP_NAME, build_applier};
 
 /// Why a rebuild stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
-    /// Instances of the projector are running. Not retryable until they are stopped.
+    /// Instances of the projector are running: stop them first.
     #[error(
         "consumer group {group} has {members} active member(s): stop every `projectors run` \
          instance of this projector before rebuilding it"
@@ -67,17 +67,17 @@ pub enum RebuildError {
         /// How many members it has.
         members: usize,
     },
-    /// MongoDB could not be reached. Retryable.
+    /// MongoDB could not be reached.
     #[error(transparent)]
     Mongo(#[from] MongoConnectError),
-    /// Kafka could not be used. Retryable unless the client config is wrong.
+    /// Kafka could not be used.
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
-    /// A Kafka request (metadata, watermarks, group, commit) failed. Retryable.
-    #[error("kafka: {0}")]
+    /// A Kafka request (metadata, watermarks, group, commit, assignment) failed.
+    #[error("a kafka request failed")]
     KafkaRequest(#[from] KafkaError),
     /// Resetting the guards failed.
-    #[error("resetting the guards of {target}: {source}")]
+    #[error("resetting the guards of {target}")]
     Reset {
         /// The collection.
         target: String,
@@ -85,12 +85,9 @@ pub enum RebuildError {
         #[source]
         source: StoreError,
     },
-    /// The consumer failed.
+    /// The replay's batch loop failed.
     #[error(transparent)]
-    Runner(#[from] RunnerError),
-    /// A batch could not be applied.
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Batch(#[from] LoopError),
     /// Stopped (SIGINT/SIGTERM) before the end.
     #[error(
         "rebuild interrupted after {done} of {total} records; the group's offsets point at the \
@@ -104,19 +101,6 @@ pub enum RebuildError {
     },
 }
 
-impl RebuildError {
-    /// Whether running the rebuild again (unchanged) can succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::GroupActive { .. } | Self::Apply(_) | Self::Runner(_) => false,
-            Self::Mongo(error) => error.is_retryable(),
-            Self::Kafka(error) => error.is_retryable(),
-            Self::Reset { source, .. } => source.is_retryable(),
-            Self::KafkaRequest(_) | Self::Interrupted { .. } => true,
-        }
-    }
-}
-
 /// What a rebuild did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RebuildReport {
@@ -124,9 +108,6 @@ pub struct RebuildReport {
     pub replayed: BatchSummary,
     /// Documents whose guards were cleared.
     pub guards_reset: u64,
-    /// Offsets to replay, summed over partitions (compaction leaves gaps, so the records may be
-    /// fewer).
-    pub offsets: u64,
     /// Topics whose settings do not keep what a rebuild needs.
     pub mismatches: Vec<String>,
     /// How long it took.
@@ -159,7 +140,7 @@ pub async fn rebuild(
     }
     let group = config.consumer_group(projector);
     let health = Health::new();
-    let applier = build_applier(
+    let applier = Applier::build(
         &config,
         projector,
         &client,
@@ -169,7 +150,7 @@ pub async fn rebuild(
     let topics = config.source_topics(projector);
 
     // 1. Nobody else may be applying this projection.
-    let probe = Arc::new(runner::consumer(
+    let probe = Arc::new(consumer::consumer(
         &config,
         projector,
         &client_id,
@@ -216,7 +197,6 @@ pub async fn rebuild(
     let progress = Progress::new(total, show_progress);
     let mut report = RebuildReport {
         guards_reset,
-        offsets: total,
         mismatches: mismatches.iter().map(Mismatch::to_string).collect(),
         ..RebuildReport::default()
     };
@@ -236,7 +216,7 @@ pub async fn rebuild(
     }
 
     // 5. Live instances continue after what was replayed.
-    let finisher = Arc::new(runner::consumer(
+    let finisher = Arc::new(consumer::consumer(
         &config,
         projector,
         &client_id,
@@ -277,7 +257,7 @@ async fn replay(
     if open.is_empty() {
         return Ok(());
     }
-    let consumer = Arc::new(runner::consumer(
+    let consumer = Arc::new(consumer::consumer(
         config,
         projector,
         client_id,
@@ -293,148 +273,112 @@ async fn replay(
     consumer
         .context()
         .assigned_manually(open.iter().map(|p| (topic.to_owned(), *p)));
-    let commit_interval = Duration::from_millis(config.apply.commit_interval_ms);
-    let mut last_commit = Instant::now();
-    let ends: BTreeMap<i32, i64> = open
-        .iter()
-        .map(|p| (*p, ranges[&(topic.to_owned(), *p)].end))
-        .collect();
-    // Partitions still being read (their end not seen yet), and the batch read and planned
-    // but not yet written: as in the live loop, the next batch is read and planned while the
-    // current one is written.
-    let mut reading = open.clone();
-    let mut in_hand: Option<Prepared> = None;
-    loop {
-        if shutdown.is_cancelled() {
-            runner::report_commit(
-                projector,
-                kafka_io::commit_stored(&consumer).await,
-                "rebuild: offset commit at shutdown failed; a rebuild run again replays from the start",
-            );
-            return Err(RebuildError::Interrupted {
-                done: progress.done(),
-                total: progress.total(),
-            });
-        }
-        if reading.is_empty() && in_hand.is_none() {
-            break;
-        }
-        let read = async {
-            if reading.is_empty() {
-                return None;
-            }
-            let (batch, mut ended) = collect(&consumer, config, shutdown).await;
-            let mut keep = Vec::with_capacity(batch.len());
-            for record in batch {
-                match ends.get(&record.partition()) {
-                    Some(end) if record.offset() < *end => keep.push(record),
-                    // Published after the rebuild started: the live projector's. Records come
-                    // in offset order, so everything before the end has been read.
-                    Some(_) => ended.push(record.partition()),
-                    None => {}
-                }
-            }
-            Some((applier.prepare(keep), ended))
-        };
-        let next = match in_hand.take() {
-            None => read.await,
-            Some(current) => {
-                let (written, next) = tokio::join!(applier.apply_prepared(&current), read);
-                let Some(batch_summary) = written? else {
-                    return Err(RebuildError::Interrupted {
-                        done: progress.done(),
-                        total: progress.total(),
-                    });
-                };
-                summary.applied += batch_summary.applied;
-                summary.stale += batch_summary.stale;
-                summary.duplicates += batch_summary.duplicates;
-                summary.dead_letters += batch_summary.dead_letters;
-                let offsets = runner::next_offsets(current.records());
-                runner::store_offsets(&consumer, &offsets);
-                for (key, next) in offsets {
-                    if let Some(range) = ranges.get_mut(&key) {
-                        progress.advance((next - range.reached).max(0) as u64);
-                        range.reached = range.reached.max(next);
-                    }
-                }
-                next
-            }
-        };
-        if let Some((prepared, ended)) = next {
-            for partition in ended {
-                reading.retain(|p| *p != partition);
-            }
-            if !prepared.records().is_empty() {
-                in_hand = Some(prepared);
-            }
-            // A partition is also done once its last record before the end is read.
-            let read_to: BTreeMap<(String, i32), i64> = in_hand
-                .as_ref()
-                .map(|p| runner::next_offsets(p.records()))
-                .unwrap_or_default();
-            reading.retain(|p| {
-                read_to
-                    .get(&(topic.to_owned(), *p))
-                    .is_none_or(|next| *next < ends[p])
-            });
-        }
-        if last_commit.elapsed() >= commit_interval {
-            runner::report_commit(
-                projector,
-                kafka_io::commit_stored_in_background(&*consumer),
-                "rebuild: starting an offset commit failed; retried at the next interval",
-            );
-            last_commit = Instant::now();
-        }
-        progress.log(projector);
-    }
-    // Every record before the ends is written; compaction can leave the last offsets empty.
-    for partition in open {
-        if let Some(range) = ranges.get_mut(&(topic.to_owned(), partition)) {
-            progress.advance((range.end - range.reached).max(0) as u64);
-            range.reached = range.end;
-        }
-    }
-    // The group's final offsets are committed by the rebuild's last step (the replayed ends), so
-    // a failure here only loses a progress mark.
-    runner::report_commit(
+    // A backlog is there from the start: let a batch fill for at least 100 ms.
+    let wait = Duration::from_millis(config.apply.batch_wait_ms.max(100));
+    let settings = BatchSettings {
+        batch_size: config.apply.batch_size,
+        batch_wait: wait,
+        idle: wait,
+        commit_interval: Duration::from_millis(config.apply.commit_interval_ms),
+    };
+    let mut pass = Replay {
+        projector,
+        topic,
+        ends: open
+            .iter()
+            .map(|p| (*p, ranges[&(topic.to_owned(), *p)].end))
+            .collect(),
+        reading: open.clone(),
+        ranges,
+        progress,
+        summary,
+    };
+    let stopped = batch_loop::run(&consumer, applier, &settings, &mut pass, shutdown).await;
+    // What is stored is written: keep it as the group's progress whatever stopped the replay
+    // (the rebuild's last step commits the replayed ends, so a failure here only loses a mark).
+    report_commit(
         projector,
         kafka_io::commit_stored(&consumer).await,
-        "rebuild: offset commit after a topic's replay failed",
+        "rebuild: offset commit after a topic's replay failed; a rebuild run again replays from \
+         the start",
     );
-    Ok(())
+    match stopped? {
+        Stop::Shutdown => Err(RebuildError::Interrupted {
+            done: progress.done(),
+            total: progress.total(),
+        }),
+        Stop::Drained => {
+            // Every record before the ends is written; compaction can leave the last offsets
+            // empty.
+            for partition in open {
+                if let Some(range) = pass.ranges.get_mut(&(topic.to_owned(), partition)) {
+                    progress.advance((range.end - range.reached).max(0) as u64);
+                    range.reached = range.end;
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
-/// A batch of records and the partitions that reported their end.
-async fn collect(
-    consumer: &StreamConsumer<ProjectorContext>,
-    config: &ProjectorsConfig,
-    shutdown: &CancellationToken,
-) -> (Vec<OwnedMessage>, Vec<i32>) {
-    let mut batch = Vec::new();
-    let mut ended = Vec::new();
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(config.apply.batch_wait_ms.max(100));
-    while batch.len() < config.apply.batch_size {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => break,
-            received = tokio::time::timeout_at(deadline, consumer.recv()) => received,
-        };
-        match received {
-            Err(_) => break,
-            Ok(Ok(message)) => batch.push(message.detach()),
-            Ok(Err(KafkaError::PartitionEOF(partition))) => {
-                ended.push(partition);
-                break;
+/// One topic's replay: the records before the noted ends, until every partition reached its end.
+struct Replay<'a> {
+    projector: Projector,
+    topic: &'a str,
+    /// Per partition, the end noted when the rebuild started.
+    ends: BTreeMap<i32, i64>,
+    /// Partitions whose end is not reached yet.
+    reading: Vec<i32>,
+    ranges: &'a mut BTreeMap<(String, i32), Range>,
+    progress: &'a Progress,
+    summary: &'a mut BatchSummary,
+}
+
+impl Source for Replay<'_> {
+    fn exhausted(&self) -> bool {
+        self.reading.is_empty()
+    }
+
+    fn keep(&mut self, _: &StreamConsumer<ProjectorContext>, batch: Batch) -> Vec<OwnedMessage> {
+        let mut ended = batch.ended;
+        let mut keep = Vec::with_capacity(batch.records.len());
+        for record in batch.records {
+            match self.ends.get(&record.partition()) {
+                Some(end) if record.offset() < *end => keep.push(record),
+                // Published after the rebuild started: the live projector's. Records come in
+                // offset order, so everything before the end has been read.
+                Some(_) => ended.push(record.partition()),
+                None => {}
             }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "kafka consumer error during rebuild");
-                break;
+        }
+        // A partition is also done once its last record before the end is read.
+        let read_to = batch_loop::next_offsets(&keep);
+        let (topic, ends) = (self.topic, &self.ends);
+        self.reading.retain(|p| {
+            !ended.contains(p)
+                && read_to
+                    .get(&(topic.to_owned(), *p))
+                    .is_none_or(|next| *next < ends[p])
+        });
+        keep
+    }
+
+    fn written(&mut self, records: &[OwnedMessage], summary: &BatchSummary) {
+        self.summary.applied += summary.applied;
+        self.summary.stale += summary.stale;
+        self.summary.duplicates += summary.duplicates;
+        self.summary.dead_letters += summary.dead_letters;
+        for (key, next) in batch_loop::next_offsets(records) {
+            if let Some(range) = self.ranges.get_mut(&key) {
+                self.progress.advance((next - range.reached).max(0) as u64);
+                range.reached = range.reached.max(next);
             }
         }
     }
-    (batch, ended)
+
+    fn tick(&mut self) {
+        self.progress.log(self.projector);
+    }
 }
 
 async fn group_members(

@@ -1,5 +1,8 @@
-//! Writes to the projected collection: unordered multi-statement `update` commands, one round
-//! trip for up to `apply.batch_size` statements, with a per-statement outcome.
+//! The projected collection's IO: unordered multi-statement `update` commands, one round trip for
+//! up to `apply.batch_size` statements, with a per-statement outcome; the reads a projection
+//! plans ([`Read`]); the rebuild's guard reset and the startup index. Nothing here knows a
+//! projection: what to write and what a result means is the projections' ([`crate::projection`]),
+//! and [`crate::executor`] runs their steps through a [`Store`].
 //!
 //! The `update` write command is used directly (not the driver's single-statement helpers, and
 //! not the MongoDB 8 `bulkWrite` command) so that a batch costs one round trip on MongoDB 6 and 7.
@@ -26,6 +29,15 @@ use std::time::Duration;
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc};
 use mongodb::error::ErrorKind;
+
+/// A read a projection asks for: `find` with a projection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read {
+    /// Which documents.
+    pub filter: Document,
+    /// Which of their fields.
+    pub projection: Document,
+}
 
 /// One update statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,11 +82,9 @@ impl WriteOp {
     /// The statement as the `update` command takes it, serialised straight from the parts
     /// (no copy of the documents first: a batch builds thousands). Serialising is done when a
     /// batch is planned, so it overlaps the previous batch's round trip.
-    pub fn statement(&self) -> Result<Statement, StoreError> {
-        let raw = |document: &Document| {
-            RawDocumentBuf::from_document(document)
-                .map_err(|e| StoreError::Unwritable(e.to_string()))
-        };
+    pub fn statement(&self) -> Result<Statement, Unwritable> {
+        let raw =
+            |document: &Document| RawDocumentBuf::from_document(document).map_err(Unwritable::new);
         let mut statement = RawDocumentBuf::new();
         statement.append("q", raw(&self.filter)?);
         statement.append("u", raw(&self.update)?);
@@ -101,10 +111,15 @@ pub struct Statement {
     upsert: bool,
 }
 
-impl Statement {
-    /// Whether it is an upsert (its outcome is then exact, see the module doc).
-    pub fn is_upsert(&self) -> bool {
-        self.upsert
+/// A value or statement BSON cannot hold (an integer beyond its range, a key it refuses).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot be serialised as BSON")]
+pub struct Unwritable(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl Unwritable {
+    /// The serialiser's `error`.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(error))
     }
 }
 
@@ -153,7 +168,7 @@ impl WriteReport {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// MongoDB could not be reached or answered with a transient error. Retryable.
-    #[error("mongodb unavailable: {0}")]
+    #[error("mongodb unavailable")]
     Unavailable(#[source] Box<mongodb::error::Error>),
     /// A statement failed with a transient error code. Retryable.
     #[error("mongodb write failed transiently: {message} (code {code})")]
@@ -167,19 +182,13 @@ pub enum StoreError {
     /// applied in part; every statement is idempotent).
     #[error("mongodb write did not finish within {0:?}")]
     Timeout(Duration),
-    /// A read-modify-write kept losing to concurrent writers. Retryable.
-    #[error("order statuses of {0} kept changing under the projector; will retry")]
-    Contention(String),
     /// MongoDB refused the command itself (authorization, invalid namespace, ...). Not
     /// retryable: an operator must act.
-    #[error("mongodb refused the command: {0}")]
+    #[error("mongodb refused the command")]
     Refused(#[source] Box<mongodb::error::Error>),
     /// The reply was not in the expected shape. Not retryable.
     #[error("unexpected reply from mongodb: {0}")]
     InvalidReply(String),
-    /// A statement could not be serialised (a value BSON cannot hold). Not retryable.
-    #[error("a write cannot be serialised: {0}")]
-    Unwritable(String),
 }
 
 impl StoreError {
@@ -200,10 +209,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_)
-                | Self::TransientWrite { .. }
-                | Self::Timeout(_)
-                | Self::Contention(_)
+            Self::Unavailable(_) | Self::TransientWrite { .. } | Self::Timeout(_)
         )
     }
 }
@@ -282,21 +288,6 @@ impl Store {
         }
     }
 
-    /// The collection's name.
-    pub fn collection(&self) -> &str {
-        &self.collection
-    }
-
-    /// Runs `ops` as unordered `update` commands (one unless they exceed a command's limits).
-    pub async fn write_ops(&self, ops: &[WriteOp]) -> Result<WriteReport, StoreError> {
-        let statements = ops
-            .iter()
-            .map(WriteOp::statement)
-            .collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&Statement> = statements.iter().collect();
-        self.write(&refs).await
-    }
-
     /// Runs `statements` as unordered `update` commands (one unless they exceed a command's
     /// limits).
     pub async fn write(&self, statements: &[&Statement]) -> Result<WriteReport, StoreError> {
@@ -370,14 +361,14 @@ impl Store {
         parse_reply(&reply, count)
     }
 
-    /// The documents whose orders include one of `guids` (`_id` and `orders` only).
-    pub async fn find_orders(&self, guids: &[&str]) -> Result<Vec<Document>, StoreError> {
+    /// The documents `read` selects, with the fields it projects.
+    pub async fn find(&self, read: &Read) -> Result<Vec<Document>, StoreError> {
         use futures::TryStreamExt;
         let collection = self.database.collection::<Document>(&self.collection);
         let find = async {
             collection
-                .find(doc! { "orders.guid": { "$in": guids } })
-                .projection(doc! { "orders": 1 })
+                .find(read.filter.clone())
+                .projection(read.projection.clone())
                 .await?
                 .try_collect::<Vec<Document>>()
                 .await
@@ -418,7 +409,11 @@ impl Store {
 
 /// Reads an `update` reply into per-statement results.
 pub fn parse_reply(reply: &Document, count: usize) -> Result<WriteReport, StoreError> {
-    let matched = number(reply.get("n")).unwrap_or(0).max(0) as u64;
+    // Without `n` the status appends' outcomes could not be told apart: refuse the reply rather
+    // than read it as nothing matched.
+    let matched = number(reply.get("n"))
+        .ok_or_else(|| StoreError::InvalidReply("no `n` (documents matched)".into()))?
+        .max(0) as u64;
     let mut results = vec![OpResult::Ok; count];
     if let Ok(upserted) = reply.get_array("upserted") {
         for entry in upserted {
@@ -573,6 +568,12 @@ mod tests {
                 Err("replication"),
             ),
             (
+                "a reply without `n` is invalid",
+                doc! { "nModified": 0, "ok": 1 },
+                1,
+                Err("no `n`"),
+            ),
+            (
                 "an index out of range is an invalid reply",
                 doc! { "n": 1, "ok": 1, "upserted": [{ "index": 5, "_id": 1 }] },
                 1,
@@ -596,7 +597,6 @@ mod tests {
     #[test]
     fn transient_failures_are_retryable_and_refusals_are_not() {
         assert!(StoreError::Timeout(Duration::from_secs(1)).is_retryable());
-        assert!(StoreError::Contention("order g".into()).is_retryable());
         assert!(
             StoreError::TransientWrite {
                 code: 112,
@@ -620,7 +620,6 @@ mod tests {
             message: "WriteConflict".into(),
         };
         assert!(!conflict.is_timeout() && conflict.is_retryable());
-        assert!(!StoreError::Contention("g".into()).is_timeout());
     }
 
     #[test]

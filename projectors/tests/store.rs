@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use mongodb::bson::doc;
-use projectors::store::{OpResult, Store, WriteOp};
+use projectors::store::{OpResult, Statement, Store, WriteOp};
 use storefront_tests::unique;
 
 #[tokio::test]
@@ -36,7 +36,11 @@ async fn each_statement_gets_its_own_result_across_commands() {
         WriteOp::update(doc! { "_id": "b" }, doc! { "$set": { "_cdc.position": 1 } }),
         guarded("a", 2),
     ];
-    let report = store.write_ops(&ops).await.unwrap();
+    let statements: Vec<Statement> = ops.iter().map(|op| op.statement().unwrap()).collect();
+    let report = store
+        .write(&statements.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
     let kinds: Vec<&str> = report
         .results
         .iter()

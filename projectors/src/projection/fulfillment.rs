@@ -34,7 +34,7 @@ use storefront_schemas::events::FulfillmentRequestEvent;
 
 use super::{Outcome, Plan, push_guarded, to_bson};
 use crate::event::{Event, EventBody, Poison};
-use crate::store::WriteOp;
+use crate::store::{Unwritable, WriteOp};
 
 /// Position of the request the document's request fields come from.
 pub const REQUEST_POSITION: &str = "_cdc.requestPosition";
@@ -46,9 +46,12 @@ pub const GUARD_FIELDS: &[&str] = &[REQUEST_POSITION];
 pub struct FulfillmentProjection;
 
 /// The guarded upsert of request `payload` at `position`.
-pub fn request_write(position: i64, payload: &FulfillmentRequestEvent) -> WriteOp {
+pub fn request_write(
+    position: i64,
+    payload: &FulfillmentRequestEvent,
+) -> Result<WriteOp, Unwritable> {
     let guid = payload.order.guid.as_str();
-    WriteOp::upsert(
+    Ok(WriteOp::upsert(
         doc! {
             "_id": guid,
             REQUEST_POSITION: { "$not": { "$gte": position } },
@@ -56,24 +59,38 @@ pub fn request_write(position: i64, payload: &FulfillmentRequestEvent) -> WriteO
         doc! {
             "$set": {
                 "timestamp": payload.timestamp,
-                "name": to_bson(&payload.name),
-                "contact": to_bson(&payload.contact),
-                "address": to_bson(&payload.address),
-                "order.orderItems": to_bson(&payload.order.order_items),
+                "name": to_bson(&payload.name)?,
+                "contact": to_bson(&payload.contact)?,
+                "address": to_bson(&payload.address)?,
+                "order.orderItems": to_bson(&payload.order.order_items)?,
                 REQUEST_POSITION: position,
             },
             "$setOnInsert": {
                 "order.guid": guid,
-                "order.orderStatusEvents": to_bson(&payload.order.order_status_events),
+                "order.orderStatusEvents": to_bson(&payload.order.order_status_events)?,
             },
         },
-    )
+    ))
 }
 
 /// What to try after a request's upsert met a newer document: the same upsert again (another
 /// writer may have created the document between its query and its insert).
-pub fn request_follow_ups(position: i64, payload: &FulfillmentRequestEvent) -> Vec<WriteOp> {
-    vec![request_write(position, payload)]
+pub fn request_follow_ups(
+    position: i64,
+    payload: &FulfillmentRequestEvent,
+) -> Result<Vec<WriteOp>, Unwritable> {
+    Ok(vec![request_write(position, payload)?])
+}
+
+/// The follow-ups of a request event (see [`request_follow_ups`]).
+pub fn follow_ups(event: &Event) -> Result<Vec<WriteOp>, Unwritable> {
+    match &event.body {
+        EventBody::FulfillmentRequested(request) => request_follow_ups(event.position(), request),
+        // Only requests are guarded upserts here.
+        EventBody::CustomerChanged { .. }
+        | EventBody::CustomerDeleted { .. }
+        | EventBody::OrderStatusChanged(_) => Ok(Vec::new()),
+    }
 }
 
 /// Per order guid, the index of the newest request of the batch (equal positions: the later);
@@ -124,7 +141,7 @@ pub fn plan(events: &[&Event]) -> Plan {
             push_guarded(
                 &mut plan,
                 index,
-                &request_write(events[index].position(), request),
+                request_write(events[index].position(), request),
             );
         }
     }
@@ -142,6 +159,7 @@ mod tests {
     use storefront_schemas::topology::Namespace;
 
     use super::*;
+    use crate::projection::Projection;
 
     fn request(guid: &str, city: &str) -> FulfillmentRequestEvent {
         FulfillmentRequestEvent {
@@ -216,7 +234,7 @@ mod tests {
     #[test]
     fn the_status_history_is_written_only_when_the_request_is_created() {
         let payload = request("g-1", "London");
-        let op = &request_write(9, &payload);
+        let op = &request_write(9, &payload).unwrap();
         assert!(op.upsert);
         assert_eq!(
             op.filter,
@@ -247,14 +265,14 @@ mod tests {
                 .get_str("orderStatusType"),
             Ok("APPROVED")
         );
-        assert_eq!(request_follow_ups(9, &payload), vec![op.clone()]);
+        assert_eq!(request_follow_ups(9, &payload).unwrap(), vec![op.clone()]);
     }
 
     #[test]
     fn prices_are_written_exactly_as_decimal128() {
         let mut payload = request("g-1", "London");
         payload.order.order_items[0].product.price = Price::parse("3.99").unwrap();
-        let op = request_write(9, &payload);
+        let op = request_write(9, &payload).unwrap();
         let items = op
             .update
             .get_document("$set")
@@ -306,6 +324,97 @@ mod tests {
                 .map(|(i, _)| *i)
                 .collect();
             assert_eq!(stale, expected_stale, "{what}");
+        }
+    }
+
+    #[test]
+    fn executions_upsert_the_newest_request_and_follow_up_a_newer_document() {
+        use super::super::testing::{Io, drive, report, statement};
+        use crate::store::OpResult::{self, DuplicateId, Ok as Done, Upserted};
+        let projection = Projection::Fulfillment(FulfillmentProjection);
+        let write = |guid: &str, position: u64| {
+            let Event {
+                body: EventBody::FulfillmentRequested(payload),
+                ..
+            } = event(guid, position)
+            else {
+                unreachable!("a request event")
+            };
+            statement(request_write(event(guid, position).position(), &payload))
+        };
+        let status = Event {
+            body: EventBody::OrderStatusChanged(
+                storefront_schemas::events::OrderStatusChangeEvent {
+                    guid: "x".into(),
+                    order_status_event: OrderStatusEvent {
+                        timestamp: 1,
+                        order_status_type: OrderStatusType::Shipped,
+                        note: None,
+                    },
+                },
+            ),
+            ..event("x", 1)
+        };
+        // (what, batch, scripted IO, outcomes)
+        type Case = (&'static str, Vec<Event>, Vec<Io>, Vec<Outcome>);
+        let cases: Vec<Case> = vec![
+            (
+                "one new request",
+                vec![event("a", 1)],
+                vec![Io::Write(vec![write("a", 1)], report(vec![Upserted], 1))],
+                vec![Outcome::Applied],
+            ),
+            (
+                "two orders, one repeated: the newest per order",
+                vec![event("a", 1), event("b", 1), event("a", 2)],
+                vec![Io::Write(
+                    vec![write("a", 2), write("b", 1)],
+                    report(vec![Done, Upserted], 2),
+                )],
+                vec![Outcome::Stale, Outcome::Applied, Outcome::Applied],
+            ),
+            (
+                "a newer request there: the upsert again, stale",
+                vec![event("a", 1)],
+                vec![
+                    Io::Write(vec![write("a", 1)], report(vec![DuplicateId], 0)),
+                    Io::Write(vec![write("a", 1)], report(vec![DuplicateId], 0)),
+                ],
+                vec![Outcome::Stale],
+            ),
+            (
+                "an event of another kind: a dead letter without a write",
+                vec![status],
+                vec![],
+                vec![Outcome::DeadLetter(Poison::contract(
+                    "only FulfillmentRequestEvents reach the fulfillment projection",
+                ))],
+            ),
+            (
+                "refused: a dead letter",
+                vec![event("a", 1)],
+                vec![Io::Write(
+                    vec![write("a", 1)],
+                    report(
+                        vec![OpResult::Rejected {
+                            code: 121,
+                            message: "Document failed validation".into(),
+                        }],
+                        0,
+                    ),
+                )],
+                vec![crate::projection::rejected(
+                    121,
+                    "Document failed validation",
+                )],
+            ),
+        ];
+        for (what, events, io, expected) in cases {
+            assert_eq!(
+                drive(what, &projection, &events, io),
+                Ok(expected),
+                "{what}"
+            );
         }
     }
 }

@@ -45,7 +45,8 @@
 //! so it becomes the current status. No APPROVED status is ever added (the event decoder refuses
 //! it), so the projection never makes an order current APPROVED again, which is what would
 //! request its fulfillment once more. A status for an order that is in no document goes to the
-//! dead-letter topic.
+//! dead-letter topic. The read-and-merge rounds are planned and interpreted here, without IO
+//! (`Statuses`, driven by [`super::Execution`]); the executor runs them.
 
 use std::collections::HashMap;
 
@@ -53,9 +54,9 @@ use mongodb::bson::{Bson, Document, doc};
 use storefront_schemas::documents::{CustomerId, OrderStatusEvent};
 use storefront_schemas::events::CustomerChangeEvent;
 
-use super::{Outcome, Plan, push_guarded, run_guarded, to_bson};
+use super::{Outcome, Outcomes, Plan, ProjectionError, push_guarded, to_bson, unwritable};
 use crate::event::{Event, EventBody, Poison};
-use crate::store::{OpResult, Statement, Store, StoreError, WriteOp};
+use crate::store::{OpResult, Read, Statement, Unwritable, WriteOp, WriteReport};
 
 /// Position of the customer change whose data the document holds.
 pub const CUSTOMER_POSITION: &str = "_cdc.customerPosition";
@@ -85,14 +86,14 @@ pub fn change_write(
     position: i64,
     payload: &CustomerChangeEvent,
     deleted_since: bool,
-) -> WriteOp {
+) -> Result<WriteOp, Unwritable> {
     let data = doc! {
-        "name": to_bson(&payload.name),
-        "contact": to_bson(&payload.contact),
-        "addresses": to_bson(&payload.addresses),
+        "name": to_bson(&payload.name)?,
+        "contact": to_bson(&payload.contact)?,
+        "addresses": to_bson(&payload.addresses)?,
         CUSTOMER_POSITION: position,
     };
-    if deleted_since {
+    Ok(if deleted_since {
         WriteOp::upsert(
             doc! {
                 "_id": id,
@@ -114,7 +115,7 @@ pub fn change_write(
                 "$setOnInsert": { "orders": [] },
             },
         )
-    }
+    })
 }
 
 /// What to try after a change's upsert met a newer document: the plain upsert again (another
@@ -123,11 +124,11 @@ pub fn change_follow_ups(
     id: &CustomerId,
     position: i64,
     payload: &CustomerChangeEvent,
-) -> Vec<WriteOp> {
-    vec![
-        change_write(id, position, payload, false),
-        change_write(id, position, payload, true),
-    ]
+) -> Result<Vec<WriteOp>, Unwritable> {
+    Ok(vec![
+        change_write(id, position, payload, false)?,
+        change_write(id, position, payload, true)?,
+    ])
 }
 
 /// The upsert of a tombstone of customer `id` at `position`. The plain form applies when the
@@ -172,20 +173,21 @@ pub fn tombstone_follow_ups(id: &CustomerId, position: i64) -> Vec<WriteOp> {
 }
 
 /// The follow-ups of a customer event (see [`change_follow_ups`], [`tombstone_follow_ups`]).
-pub fn follow_ups(event: &Event) -> Vec<WriteOp> {
-    match &event.body {
+pub fn follow_ups(event: &Event) -> Result<Vec<WriteOp>, Unwritable> {
+    Ok(match &event.body {
         EventBody::CustomerChanged { id, payload } => {
-            change_follow_ups(id, event.position(), payload)
+            change_follow_ups(id, event.position(), payload)?
         }
         EventBody::CustomerDeleted { id } => tombstone_follow_ups(id, event.position()),
-        _ => Vec::new(),
-    }
+        // Only customer events are guarded upserts here.
+        EventBody::OrderStatusChanged(_) | EventBody::FulfillmentRequested(_) => Vec::new(),
+    })
 }
 
 /// Appends `status` to order `guid` when the order has no status at or after its timestamp
 /// (then the list stays in order and the status is certainly new). Matches nothing otherwise.
-pub fn append_status(guid: &str, status: &OrderStatusEvent) -> WriteOp {
-    WriteOp::update(
+pub fn append_status(guid: &str, status: &OrderStatusEvent) -> Result<WriteOp, Unwritable> {
+    Ok(WriteOp::update(
         doc! {
             "orders": { "$elemMatch": {
                 "guid": guid,
@@ -194,9 +196,9 @@ pub fn append_status(guid: &str, status: &OrderStatusEvent) -> WriteOp {
                 } } },
             } },
         },
-        doc! { "$push": { "orders.$[order].orderStatusEvents": to_bson(status) } },
+        doc! { "$push": { "orders.$[order].orderStatusEvents": to_bson(status)? } },
     )
-    .with_array_filters(vec![doc! { "order.guid": guid }])
+    .with_array_filters(vec![doc! { "order.guid": guid }]))
 }
 
 /// Replaces order `guid`'s statuses in document `id` by `merged`, if they are still `read`.
@@ -224,7 +226,7 @@ pub struct Merged {
 /// than its own, unless a status with the same timestamp and type is already there. Entries
 /// this release cannot read (no numeric timestamp) are kept where they are and do not place the
 /// new ones.
-pub fn merge_statuses(existing: &[Bson], new: &[&OrderStatusEvent]) -> Merged {
+pub fn merge_statuses(existing: &[Bson], new: &[&OrderStatusEvent]) -> Result<Merged, Unwritable> {
     let mut statuses = existing.to_vec();
     let mut added = Vec::with_capacity(new.len());
     for status in new {
@@ -241,10 +243,10 @@ pub fn merge_statuses(existing: &[Bson], new: &[&OrderStatusEvent]) -> Merged {
             .iter()
             .rposition(|entry| timestamp(entry).is_some_and(|t| t <= status.timestamp))
             .map_or(0, |last| last + 1);
-        statuses.insert(position, to_bson(status));
+        statuses.insert(position, to_bson(status)?);
         added.push(true);
     }
-    Merged { statuses, added }
+    Ok(Merged { statuses, added })
 }
 
 fn identity(entry: &Bson) -> Option<(i64, &str)> {
@@ -358,21 +360,20 @@ pub fn plan(events: &[&Event]) -> Plan {
             && let EventBody::CustomerChanged { payload, .. } = &events[index].body
         {
             let op = change_write(id, events[index].position(), payload, false);
-            push_guarded(&mut plan, index, &op);
+            push_guarded(&mut plan, index, op);
         }
         if let Some(index) = customer.tombstone {
             let op = tombstone_write(id, events[index].position(), false);
-            push_guarded(&mut plan, index, &op);
+            push_guarded(&mut plan, index, Ok(op));
         }
     }
     for index in collapsed.statuses {
         if let EventBody::OrderStatusChanged(change) = &events[index].body {
-            match append_status(&change.guid, &change.order_status_event).statement() {
+            match append_status(&change.guid, &change.order_status_event)
+                .and_then(|op| op.statement())
+            {
                 Ok(statement) => plan.appends.push((index, statement)),
-                Err(error) => plan.settled.push((
-                    index,
-                    Outcome::DeadLetter(Poison::rejected(error.to_string())),
-                )),
+                Err(error) => plan.settled.push((index, unwritable(&error))),
             }
         }
     }
@@ -385,26 +386,58 @@ impl OrdersProjection {
         Self { target }
     }
 
-    /// Writes a batch's plan (see [`plan`]).
-    pub async fn execute(
-        &self,
-        store: &Store,
-        events: &[&Event],
-        plan: &Plan,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let mut outcomes = super::settle(events.len(), plan);
-        let appends: Vec<&Statement> = plan.appends.iter().map(|(_, s)| s).collect();
-        let run = run_guarded(store, events, &plan.guarded, &appends, follow_ups).await?;
-        for (g, outcome) in plan.guarded.iter().zip(run.outcomes) {
-            outcomes[g.event] = outcome;
-        }
-        // Statuses: refused appends are dead letters; the rest either appended (counted in
-        // `extra_matched`) or need the read-and-merge path.
+    /// `database.collection` written.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+/// The read of the documents holding any of `guids` (`_id` and `orders` only).
+pub fn find_orders(guids: &[&str]) -> Read {
+    Read {
+        filter: doc! { "orders.guid": { "$in": guids } },
+        projection: doc! { "orders": 1 },
+    }
+}
+
+/// The statuses of a batch after its first write: the appends that did not take (out of order,
+/// already present, or of an order no document has) go through read-and-merge rounds: read the
+/// orders, write each merged list guarded by the list read, and read again the orders that
+/// changed in between, up to [`MERGE_ATTEMPTS`] times. Pure: [`super::Execution`] hands it the
+/// results of the reads and writes it asks for.
+#[derive(Debug)]
+pub(crate) struct Statuses<'a> {
+    /// `database.collection`, for messages.
+    target: &'a str,
+    /// Statuses not settled yet: batch index, order guid, status.
+    pending: Vec<(usize, &'a str, &'a OrderStatusEvent)>,
+    /// How many of `pending` the first write appended (which ones its reply does not say; they
+    /// read as present).
+    appended: usize,
+    /// How many statuses found present were counted as appended.
+    credited: usize,
+    /// Reads done so far.
+    attempt: usize,
+    /// The merged lists being written: per statement, its order and the statuses it adds.
+    written: Vec<(&'a str, Vec<usize>)>,
+}
+
+impl<'a> Statuses<'a> {
+    /// Settles the refused appends (`results`, one per append) and keeps the others pending;
+    /// `appended` of those matched.
+    pub(crate) fn after_appends(
+        target: &'a str,
+        events: &[&'a Event],
+        appends: &[(usize, Statement)],
+        results: &[OpResult],
+        appended: u64,
+        outcomes: &mut Outcomes,
+    ) -> Self {
         let mut pending = Vec::new();
-        for ((index, _), result) in plan.appends.iter().zip(&run.extra_results) {
+        for ((index, _), result) in appends.iter().zip(results) {
             match result {
                 OpResult::Rejected { code, message } => {
-                    outcomes[*index] = super::rejected(*code, message);
+                    outcomes.set(*index, super::rejected(*code, message));
                 }
                 _ => {
                     if let EventBody::OrderStatusChanged(change) = &events[*index].body {
@@ -413,108 +446,157 @@ impl OrdersProjection {
                 }
             }
         }
-        let appended = run.extra_matched as usize;
-        if appended >= pending.len() {
-            for (index, _, _) in pending {
-                outcomes[index] = Outcome::Applied;
-            }
-        } else {
-            self.merge(store, pending, appended, &mut outcomes).await?;
+        Self {
+            target,
+            pending,
+            appended: appended as usize,
+            credited: 0,
+            attempt: 0,
+            written: Vec::new(),
         }
-        Ok(outcomes)
     }
 
-    /// The read-and-merge path for statuses the append did not take: out of order, already
-    /// present, or of an order no document has. `appended` of them were appended by the first
-    /// command (which ones the reply does not say; they read as present).
-    async fn merge(
-        &self,
-        store: &Store,
-        mut pending: Vec<(usize, &str, &OrderStatusEvent)>,
-        appended: usize,
-        outcomes: &mut [Outcome],
-    ) -> Result<(), StoreError> {
-        // Statuses found present on the first read were appended just now or delivered before;
-        // the first `appended` of them count as applied.
-        let mut credited = 0;
-        for attempt in 0..MERGE_ATTEMPTS {
-            let mut guids: Vec<&str> = pending.iter().map(|(_, guid, _)| *guid).collect();
-            guids.sort_unstable();
-            guids.dedup();
-            let documents = store.find_orders(&guids).await?;
-            let orders = index_orders(&documents, &guids);
-            let mut by_guid: Vec<(&str, Vec<(usize, &OrderStatusEvent)>)> = Vec::new();
-            for (index, guid, status) in &pending {
-                match by_guid.iter_mut().find(|(g, _)| g == guid) {
-                    Some((_, list)) => list.push((*index, *status)),
-                    None => by_guid.push((guid, vec![(*index, *status)])),
-                }
+    /// The first read, or `None` when every pending status was appended (settled then).
+    pub(crate) fn start(&mut self, outcomes: &mut Outcomes) -> Option<Read> {
+        if self.appended >= self.pending.len() {
+            for (index, _, _) in self.pending.drain(..) {
+                outcomes.set(index, Outcome::Applied);
             }
-            let mut writes = Vec::new();
-            let mut written = Vec::new();
-            for (guid, list) in by_guid {
-                let Some((id, read)) = orders.get(guid) else {
-                    for (index, _) in list {
-                        outcomes[index] = Outcome::DeadLetter(Poison::contract(format!(
+            return None;
+        }
+        Some(self.next_read())
+    }
+
+    /// The merged lists to write after reading `documents`, or `None` when nothing is left to
+    /// write (everything settled).
+    pub(crate) fn read(
+        &mut self,
+        documents: &[Document],
+        outcomes: &mut Outcomes,
+    ) -> Result<Option<Vec<Statement>>, ProjectionError> {
+        let guids = self.guids();
+        let orders = index_orders(documents, &guids);
+        let mut by_guid: Vec<(&'a str, Vec<(usize, &'a OrderStatusEvent)>)> = Vec::new();
+        for (index, guid, status) in &self.pending {
+            match by_guid.iter_mut().find(|(g, _)| g == guid) {
+                Some((_, list)) => list.push((*index, *status)),
+                None => by_guid.push((guid, vec![(*index, *status)])),
+            }
+        }
+        let mut writes = Vec::new();
+        self.written.clear();
+        for (guid, list) in by_guid {
+            let Some((id, read)) = orders.get(guid) else {
+                for (index, _) in list {
+                    outcomes.set(
+                        index,
+                        Outcome::DeadLetter(Poison::contract(format!(
                             "order {guid} is in no document of {}",
                             self.target
-                        )));
+                        ))),
+                    );
+                }
+                continue;
+            };
+            let new: Vec<&OrderStatusEvent> = list.iter().map(|(_, s)| *s).collect();
+            let merged = match merge_statuses(read, &new) {
+                Ok(merged) => merged,
+                Err(error) => {
+                    for (index, _) in list {
+                        outcomes.set(index, unwritable(&error));
                     }
                     continue;
-                };
-                let new: Vec<&OrderStatusEvent> = list.iter().map(|(_, s)| *s).collect();
-                let merged = merge_statuses(read, &new);
-                let mut adds = Vec::new();
-                for ((index, _), added) in list.iter().zip(&merged.added) {
-                    if *added {
-                        adds.push(*index);
-                    } else if attempt == 0 && credited < appended {
-                        credited += 1;
-                        outcomes[*index] = Outcome::Applied;
-                    } else if attempt == 0 {
-                        outcomes[*index] = Outcome::Duplicate;
-                    } else {
-                        // Present now, absent on an earlier read of this batch: our own merge
-                        // whose success the reply could not attribute.
-                        outcomes[*index] = Outcome::Applied;
-                    }
                 }
-                if !adds.is_empty() {
-                    writes.push(replace_statuses(id, guid, read, merged.statuses));
-                    written.push((guid, adds));
-                }
-            }
-            if writes.is_empty() {
-                return Ok(());
-            }
-            let report = store.write_ops(&writes).await?;
-            let mut retry = Vec::new();
-            let mut refused = 0;
-            for ((guid, adds), result) in written.iter().zip(&report.results) {
-                if let OpResult::Rejected { code, message } = result {
-                    refused += 1;
-                    for index in adds {
-                        outcomes[*index] = super::rejected(*code, message);
-                    }
+            };
+            let mut adds = Vec::new();
+            for ((index, _), added) in list.iter().zip(&merged.added) {
+                if *added {
+                    adds.push(*index);
+                } else if self.attempt == 0 && self.credited < self.appended {
+                    // Found present on the first read: appended just now or delivered before;
+                    // the first `appended` of them count as applied.
+                    self.credited += 1;
+                    outcomes.set(*index, Outcome::Applied);
+                } else if self.attempt == 0 {
+                    outcomes.set(*index, Outcome::Duplicate);
                 } else {
-                    retry.extend(adds.iter().map(|index| (*index, *guid)));
+                    // Present now, absent on an earlier read of this batch: our own merge whose
+                    // success the reply could not attribute.
+                    outcomes.set(*index, Outcome::Applied);
                 }
             }
-            if report.matched as usize + refused >= writes.len() {
-                for (index, _) in retry {
-                    outcomes[index] = Outcome::Applied;
-                }
-                return Ok(());
+            if adds.is_empty() {
+                continue;
             }
-            // Some order changed between the read and the write: read again the ones not
-            // settled yet (a merge that did land reads as present and is credited then).
-            pending.retain(|(index, _, _)| retry.iter().any(|(i, _)| i == index));
+            match replace_statuses(id, guid, read, merged.statuses).statement() {
+                Ok(statement) => {
+                    writes.push(statement);
+                    self.written.push((guid, adds));
+                }
+                Err(error) => {
+                    for index in adds {
+                        outcomes.set(index, unwritable(&error));
+                    }
+                }
+            }
         }
-        let guids: Vec<&str> = pending.iter().map(|(_, guid, _)| *guid).collect();
-        Err(StoreError::Contention(format!(
-            "orders {}",
-            guids.join(", ")
-        )))
+        self.attempt += 1;
+        Ok((!writes.is_empty()).then_some(writes))
+    }
+
+    /// The next read after the merged lists' `report`, or `None` when every status is settled.
+    pub(crate) fn written(
+        &mut self,
+        report: &WriteReport,
+        outcomes: &mut Outcomes,
+    ) -> Result<Option<Read>, ProjectionError> {
+        if report.results.len() != self.written.len() {
+            return Err(ProjectionError::Invariant(format!(
+                "{} results for {} merged status lists",
+                report.results.len(),
+                self.written.len()
+            )));
+        }
+        let mut retry = Vec::new();
+        let mut refused = 0;
+        for ((_, adds), result) in self.written.iter().zip(&report.results) {
+            if let OpResult::Rejected { code, message } = result {
+                refused += 1;
+                for index in adds {
+                    outcomes.set(*index, super::rejected(*code, message));
+                }
+            } else {
+                retry.extend(adds.iter().copied());
+            }
+        }
+        if report.matched as usize + refused >= self.written.len() {
+            for index in retry {
+                outcomes.set(index, Outcome::Applied);
+            }
+            self.pending.clear();
+            return Ok(None);
+        }
+        // Some order changed between the read and the write: read again the ones not settled
+        // yet (a merge that did land reads as present and is credited then).
+        self.pending.retain(|(index, _, _)| retry.contains(index));
+        if self.attempt >= MERGE_ATTEMPTS {
+            return Err(ProjectionError::Contention(format!(
+                "orders {}",
+                self.guids().join(", ")
+            )));
+        }
+        Ok(Some(self.next_read()))
+    }
+
+    fn guids(&self) -> Vec<&'a str> {
+        let mut guids: Vec<&'a str> = self.pending.iter().map(|(_, guid, _)| *guid).collect();
+        guids.sort_unstable();
+        guids.dedup();
+        guids
+    }
+
+    fn next_read(&self) -> Read {
+        find_orders(&self.guids())
     }
 }
 
@@ -555,6 +637,7 @@ mod tests {
     use storefront_schemas::topology::Namespace;
 
     use super::*;
+    use crate::projection::Projection;
 
     fn oid(n: u8) -> CustomerId {
         CustomerId::ObjectId(ObjectId::from_bytes([n; 12]))
@@ -791,7 +874,7 @@ mod tests {
             let new: Vec<OrderStatusEvent> =
                 new.iter().map(|(t, kind)| status_event(*t, kind)).collect();
             let refs: Vec<&OrderStatusEvent> = new.iter().collect();
-            let merged = merge_statuses(&existing, &refs);
+            let merged = merge_statuses(&existing, &refs).unwrap();
             assert_eq!(merged.statuses, statuses(&expected), "{what}");
             assert_eq!(merged.added, added, "{what}");
         }
@@ -806,7 +889,7 @@ mod tests {
         ];
         let repeat = status_event(3, "PROCESSING");
         let between = status_event(2, "APPROVED_ELSEWHERE");
-        let merged = merge_statuses(&existing, &[&repeat, &between]);
+        let merged = merge_statuses(&existing, &[&repeat, &between]).unwrap();
         assert_eq!(merged.added, vec![false, true]);
         assert_eq!(
             merged.statuses[1],
@@ -817,7 +900,7 @@ mod tests {
     #[test]
     fn change_writes_guard_on_both_positions_and_never_touch_orders() {
         let customer = payload(&oid(1), "Ada");
-        let primary = change_write(&oid(1), 42, &customer, false);
+        let primary = change_write(&oid(1), 42, &customer, false).unwrap();
         assert_eq!(
             primary.filter,
             doc! {
@@ -841,7 +924,7 @@ mod tests {
             update.get_document("$setOnInsert").unwrap(),
             &doc! { "orders": [] }
         );
-        let follow_ups = change_follow_ups(&oid(1), 42, &customer);
+        let follow_ups = change_follow_ups(&oid(1), 42, &customer).unwrap();
         assert_eq!(follow_ups[0], primary);
         let variant = &follow_ups[1];
         assert_eq!(
@@ -872,8 +955,9 @@ mod tests {
         for (key, expected) in cases {
             let id = CustomerId::from_key(key).unwrap();
             let writes = follow_ups(&change(&id, 3))
+                .unwrap()
                 .into_iter()
-                .chain(follow_ups(&tombstone(&id, 4)));
+                .chain(follow_ups(&tombstone(&id, 4)).unwrap());
             for op in writes {
                 assert_eq!(op.filter.get("_id"), Some(&expected), "{key}");
             }
@@ -907,7 +991,7 @@ mod tests {
 
     #[test]
     fn appends_only_to_an_order_whose_statuses_are_all_older() {
-        let op = append_status("g-1", &status_event(9, "SHIPPED"));
+        let op = append_status("g-1", &status_event(9, "SHIPPED")).unwrap();
         assert!(!op.upsert);
         assert_eq!(
             op.filter,
@@ -945,5 +1029,193 @@ mod tests {
         assert_eq!(found["a"], (Bson::Int32(1), statuses(&[(1, "X")])));
         assert_eq!(found["b"], (Bson::Int32(2), vec![]));
         assert!(!found.contains_key("c"));
+    }
+
+    fn order_doc(id: i32, guid: &str, list: &[(i64, &str)]) -> Document {
+        doc! { "_id": id, "orders": [{ "guid": guid, "orderStatusEvents": statuses(list) }] }
+    }
+
+    #[test]
+    fn executions_write_read_and_settle_every_event() {
+        use super::super::testing::{Io, drive, report, statement};
+        use OpResult::{DuplicateId, Ok as Done, Upserted};
+        let projection = Projection::Orders(OrdersProjection::new("db.customer.orders".into()));
+        let a = &oid(1);
+        let change_a = |p: u64| {
+            statement(change_write(
+                a,
+                p as i64,
+                &payload(a, &format!("v{p}")),
+                false,
+            ))
+        };
+        let append =
+            |guid: &str, t: i64, kind: &str| statement(append_status(guid, &status_event(t, kind)));
+        let refused = OpResult::Rejected {
+            code: 28,
+            message: "Cannot create field".into(),
+        };
+        let g_list = [(1, "CREATED"), (5, "SHIPPED")];
+        let merged_g = || {
+            statement(Ok(replace_statuses(
+                &Bson::Int32(1),
+                "g",
+                &statuses(&g_list),
+                statuses(&[(1, "CREATED"), (3, "PROCESSING"), (5, "SHIPPED")]),
+            )))
+        };
+        let find_g = || find_orders(&["g"]);
+        // (what, batch, scripted IO, outcomes or error text)
+        type Case = (
+            &'static str,
+            Vec<Event>,
+            Vec<Io>,
+            Result<Vec<Outcome>, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "a new customer: one upsert",
+                vec![change(a, 1)],
+                vec![Io::Write(vec![change_a(1)], report(vec![Upserted], 1))],
+                Ok(vec![Outcome::Applied]),
+            ),
+            (
+                "collapsed: the older change settles without a write",
+                vec![change(a, 1), change(a, 2), tombstone(a, 3)],
+                vec![Io::Write(
+                    vec![change_a(2), statement(Ok(tombstone_write(a, 3, false)))],
+                    report(vec![Done, Done], 2),
+                )],
+                Ok(vec![Outcome::Stale, Outcome::Applied, Outcome::Applied]),
+            ),
+            (
+                "a newer document: the follow-ups, all stale",
+                vec![change(a, 5)],
+                vec![
+                    Io::Write(vec![change_a(5)], report(vec![DuplicateId], 0)),
+                    Io::Write(
+                        follow_ups(&change(a, 5))
+                            .unwrap()
+                            .into_iter()
+                            .map(|op| statement(Ok(op)))
+                            .collect(),
+                        report(vec![DuplicateId, DuplicateId], 0),
+                    ),
+                ],
+                Ok(vec![Outcome::Stale]),
+            ),
+            (
+                "a newer tombstone: the deleted_since follow-up lands the data",
+                vec![change(a, 5)],
+                vec![
+                    Io::Write(vec![change_a(5)], report(vec![DuplicateId], 0)),
+                    Io::Write(
+                        follow_ups(&change(a, 5))
+                            .unwrap()
+                            .into_iter()
+                            .map(|op| statement(Ok(op)))
+                            .collect(),
+                        report(vec![DuplicateId, Done], 1),
+                    ),
+                ],
+                Ok(vec![Outcome::Applied]),
+            ),
+            (
+                "refused for good: a dead letter",
+                vec![change(a, 1)],
+                vec![Io::Write(
+                    vec![change_a(1)],
+                    report(vec![refused.clone()], 0),
+                )],
+                Ok(vec![super::super::rejected(28, "Cannot create field")]),
+            ),
+            (
+                "a status appended, beside an upsert (which counts 1 in n)",
+                vec![change(a, 1), status("g", 5, "SHIPPED")],
+                vec![Io::Write(
+                    vec![change_a(1), append("g", 5, "SHIPPED")],
+                    report(vec![Upserted, Done], 2),
+                )],
+                Ok(vec![Outcome::Applied, Outcome::Applied]),
+            ),
+            (
+                "a late status: read the order, write the merged list",
+                vec![status("g", 3, "PROCESSING")],
+                vec![
+                    Io::Write(vec![append("g", 3, "PROCESSING")], report(vec![Done], 0)),
+                    Io::Read(find_g(), vec![order_doc(1, "g", &g_list)]),
+                    Io::Write(vec![merged_g()], report(vec![Done], 1)),
+                ],
+                Ok(vec![Outcome::Applied]),
+            ),
+            (
+                "a status the order has: a duplicate, nothing written",
+                vec![status("g", 5, "SHIPPED")],
+                vec![
+                    Io::Write(vec![append("g", 5, "SHIPPED")], report(vec![Done], 0)),
+                    Io::Read(find_g(), vec![order_doc(1, "g", &g_list)]),
+                ],
+                Ok(vec![Outcome::Duplicate]),
+            ),
+            (
+                "the order changed between read and write: read again, our status is there",
+                vec![status("g", 3, "PROCESSING")],
+                vec![
+                    Io::Write(vec![append("g", 3, "PROCESSING")], report(vec![Done], 0)),
+                    Io::Read(find_g(), vec![order_doc(1, "g", &g_list)]),
+                    Io::Write(vec![merged_g()], report(vec![Done], 0)),
+                    Io::Read(
+                        find_g(),
+                        vec![order_doc(
+                            1,
+                            "g",
+                            &[(1, "CREATED"), (3, "PROCESSING"), (5, "SHIPPED")],
+                        )],
+                    ),
+                ],
+                Ok(vec![Outcome::Applied]),
+            ),
+            (
+                "an order no document has: a dead letter naming the collection",
+                vec![status("g", 3, "PROCESSING")],
+                vec![
+                    Io::Write(vec![append("g", 3, "PROCESSING")], report(vec![Done], 0)),
+                    Io::Read(find_g(), vec![]),
+                ],
+                Ok(vec![Outcome::DeadLetter(Poison::contract(
+                    "order g is in no document of db.customer.orders",
+                ))]),
+            ),
+            (
+                "the order keeps changing: contention after five rounds",
+                vec![status("g", 3, "PROCESSING")],
+                std::iter::once(Io::Write(
+                    vec![append("g", 3, "PROCESSING")],
+                    report(vec![Done], 0),
+                ))
+                .chain((0..MERGE_ATTEMPTS).flat_map(|_| {
+                    [
+                        Io::Read(find_g(), vec![order_doc(1, "g", &g_list)]),
+                        Io::Write(vec![merged_g()], report(vec![Done], 0)),
+                    ]
+                }))
+                .collect(),
+                Err("order statuses of orders g kept changing under the projector"),
+            ),
+            (
+                "a reply with fewer results than statements: an invariant broken",
+                vec![change(a, 1)],
+                vec![Io::Write(vec![change_a(1)], report(vec![], 0))],
+                Err("projection invariant broken: 0 results for 1 statements"),
+            ),
+        ];
+        for (what, events, io, expected) in cases {
+            let found = drive(what, &projection, &events, io);
+            match (found, expected) {
+                (Ok(outcomes), Ok(expected)) => assert_eq!(outcomes, expected, "{what}"),
+                (Err(error), Err(text)) => assert_eq!(error, text, "{what}"),
+                (found, expected) => panic!("{what}: {found:?}, expected {expected:?}"),
+            }
+        }
     }
 }

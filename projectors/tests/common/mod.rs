@@ -511,10 +511,10 @@ fn canonical_value(value: Bson) -> Bson {
 pub fn customer_orders(id: &CustomerId, first_name: &str, orders: &[Order]) -> Document {
     doc! {
         "_id": id,
-        "name": to_bson(&name(first_name)),
-        "contact": to_bson(&contact(first_name)),
-        "addresses": to_bson(&vec![address(first_name)]),
-        "orders": to_bson(orders),
+        "name": to_bson(&name(first_name)).unwrap(),
+        "contact": to_bson(&contact(first_name)).unwrap(),
+        "addresses": to_bson(&vec![address(first_name)]).unwrap(),
+        "orders": to_bson(orders).unwrap(),
     }
 }
 
