@@ -34,8 +34,6 @@ pub struct Checkpoint {
     pub resume_token: ResumeToken,
     /// Cluster time of the last change covered, when known.
     pub position: Option<SourcePosition>,
-    /// When it was saved.
-    pub saved_at: DateTime,
     /// The process that claimed it last (see the module doc), when one did.
     pub owner: Option<String>,
 }
@@ -182,12 +180,6 @@ impl CheckpointStore {
         }
     }
 
-    /// Forgets `stream`'s checkpoint (its next start snapshots or starts from now, per policy).
-    pub async fn clear(&self, stream: &str) -> Result<(), CheckpointError> {
-        self.checkpoints.delete_one(doc! { "_id": stream }).await?;
-        Ok(())
-    }
-
     /// Whether an event with `id` was published before (and its checkpoint saved).
     pub async fn was_published(&self, id: &str) -> Result<bool, CheckpointError> {
         Ok(self.ledger.find_one(doc! { "_id": id }).await?.is_some())
@@ -236,14 +228,9 @@ fn parse(stream: &str, found: &Document) -> Result<Option<Checkpoint>, Checkpoin
         }),
         _ => None,
     };
-    let saved_at = found
-        .get_datetime("saved_at")
-        .copied()
-        .unwrap_or_else(|_| DateTime::from_millis(0));
     Ok(Some(Checkpoint {
         resume_token,
         position,
-        saved_at,
         owner: found.get_str("owner").ok().map(str::to_owned),
     }))
 }

@@ -28,11 +28,6 @@ impl StorefrontMapper {
             fulfillment: FulfillmentMapper::new(topics.order_status_change),
         }
     }
-
-    /// The collections this mapper handles.
-    pub fn namespaces(&self) -> &StorefrontNamespaces {
-        &self.namespaces
-    }
 }
 
 impl ChangeMapper for StorefrontMapper {
