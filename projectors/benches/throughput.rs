@@ -48,7 +48,7 @@ use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::documents::CustomerId;
 use storefront_schemas::events::{CustomerChangeEvent, FulfillmentRequestEvent};
-use storefront_tests::{Daemon, cpu_seconds, free_port, stack, unique};
+use storefront_tests::{Daemon, cpu_seconds, free_port, stack, unique, until_healthy};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
 
@@ -320,7 +320,7 @@ async fn live(
         &["--config", path.to_str().unwrap(), "run", projector.name()],
     );
     let pid = daemon.pid();
-    healthy(config.http.listen).await;
+    until_healthy(config.http.listen).await;
     let cpu_before = cpu_seconds(pid);
     let servers_before = servers.now();
     let started = Instant::now();

@@ -292,9 +292,8 @@ fn require_guid(guid: &str, field: &str) -> Result<(), Poison> {
 
 #[cfg(test)]
 mod tests {
-    use storefront_schemas::documents::{
-        Address, AddressType, Contact, Name, Order, OrderItem, OrderStatusEvent, Price, Product,
-    };
+    use storefront_schemas::documents::{AddressType, Price};
+    use storefront_schemas::fixtures::sample;
     use storefront_schemas::metadata::{SourcePosition, event_id};
     use storefront_schemas::topology::Namespace;
 
@@ -322,89 +321,24 @@ mod tests {
         }
     }
 
-    fn name() -> Name {
-        Name {
-            title: "Ms".into(),
-            first_name: "Ada".into(),
-            middle_name: None,
-            last_name: "Lovelace".into(),
-            suffix: None,
-        }
-    }
-
-    fn contact() -> Contact {
-        Contact {
-            primary_phone: "555-0100".into(),
-            secondary_phone: None,
-            email: "ada@example.com".into(),
-        }
-    }
-
-    fn address() -> Address {
-        Address {
-            address_type: AddressType::Shipping,
-            description: "home".into(),
-            address1: "1 Main St".into(),
-            address2: None,
-            city: "London".into(),
-            state: "LDN".into(),
-            postal_code: "N1".into(),
-        }
-    }
-
-    fn order(statuses: &[(i64, &str)]) -> Order {
-        Order {
-            guid: GUID.into(),
-            order_status_events: statuses
-                .iter()
-                .map(|(timestamp, status)| OrderStatusEvent {
-                    timestamp: *timestamp,
-                    order_status_type: OrderStatusType::parse(status),
-                    note: None,
-                })
-                .collect(),
-            order_items: vec![OrderItem {
-                product: Product {
-                    guid: "p-1".into(),
-                    title: "Lamp".into(),
-                    description: "A lamp".into(),
-                    price: Price::from(12),
-                },
-                quantity: 1,
-            }],
-        }
-    }
-
     fn customer_json(id: &str) -> Vec<u8> {
-        CustomerChangeEvent {
-            id: id.into(),
-            name: name(),
-            contact: contact(),
-            addresses: vec![address()],
-        }
+        sample::customer_change(
+            id,
+            "Ada",
+            vec![sample::address(AddressType::Shipping, "London")],
+        )
         .to_json()
     }
 
     fn status_json(guid: &str, status: &str) -> Vec<u8> {
-        OrderStatusChangeEvent {
-            guid: guid.into(),
-            order_status_event: OrderStatusEvent {
-                timestamp: 5,
-                order_status_type: OrderStatusType::parse(status),
-                note: Some("note".into()),
-            },
-        }
-        .to_json()
+        sample::status_change(guid, sample::status(5, status, Some("note"))).to_json()
     }
 
     fn request_json(statuses: &[(i64, &str)]) -> Vec<u8> {
+        let order = sample::order(GUID, statuses, vec![sample::order_item(Price::from(12), 1)]);
         FulfillmentRequestEvent {
-            timestamp: 2,
-            name: name(),
-            contact: contact(),
-            address: address(),
-            order: order(statuses),
             customer_id: Some(CUSTOMER.into()),
+            ..sample::fulfillment_request(order, sample::address(AddressType::Shipping, "London"))
         }
         .to_json()
     }

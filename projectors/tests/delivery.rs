@@ -8,8 +8,8 @@ use common::scenario::{Ids, assert_expected, first_name, scenario, seed};
 use common::*;
 use mongodb::bson::{Document, doc};
 use projectors::config::Projector;
-use storefront_tests::TopicReader;
 use storefront_tests::guard::read_all;
+use storefront_tests::{DEADLINE, TopicReader};
 
 /// Runs `records` (built by `arrange` from the scenario) through both projectors with
 /// `batch_size`, and returns both collections.

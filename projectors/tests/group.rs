@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::documents::CustomerId;
-use storefront_tests::{Daemon, eventually, free_port, http_get, stack};
+use storefront_tests::{DEADLINE, Daemon, eventually, free_port, http_get, stack, until_healthy};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
 
@@ -67,7 +67,7 @@ async fn two_instances_share_the_partitions_and_apply_each_record_once() {
             Path::new(BINARY),
             &["--config", path.to_str().unwrap(), "run", "orders"],
         );
-        healthy(own.http.listen).await;
+        until_healthy(own.http.listen).await;
         instances.push((daemon, own.http.listen));
     }
     let group = config.consumer_group(Projector::Orders);

@@ -10,7 +10,7 @@ use std::process::Command;
 use common::*;
 use projectors::config::Projector;
 use storefront_schemas::documents::CustomerId;
-use storefront_tests::{eventually, http_get, repo_root, stack};
+use storefront_tests::{DEADLINE, eventually, http_get, repo_root, stack, until_healthy};
 
 fn dev_stack(args: &[&str]) {
     let status = Command::new(repo_root().join("dev").join("stack"))
@@ -66,7 +66,7 @@ async fn nothing_is_lost_while_mongodb_is_down() {
     })
     .await;
     let health = eventually(DEADLINE, "/health to answer 503", async || match http_get(
-        running.process.http_addr,
+        running.http_addr(),
         "/health",
     )
     .await
@@ -111,13 +111,11 @@ async fn nothing_is_lost_while_mongodb_is_down() {
     drop(restart);
 
     caught_up(&config, Projector::Orders).await;
-    healthy(running.process.http_addr).await;
+    until_healthy(running.http_addr()).await;
     // Nothing left to apply: the lag of every partition reads 0 again.
     let topic = format!("topic=\"{}\"", config.topics.customer_change);
     eventually(DEADLINE, "consumer lag back to 0", async || {
-        let body = storefront_tests::http_get(running.process.http_addr, "/metrics")
-            .await?
-            .1;
+        let body = http_get(running.http_addr(), "/metrics").await?.1;
         let lines: Vec<&str> = body
             .lines()
             .filter(|l| l.starts_with("projector_consumer_lag{") && l.contains(&topic))

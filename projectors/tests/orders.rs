@@ -7,8 +7,8 @@ use common::*;
 use mongodb::bson::{Bson, doc};
 use projectors::config::Projector;
 use storefront_schemas::documents::CustomerId;
-use storefront_tests::TopicReader;
 use storefront_tests::guard::read_all;
+use storefront_tests::{DEADLINE, TopicReader};
 
 #[tokio::test]
 async fn a_customer_change_copies_the_customer_and_never_touches_orders() {

@@ -5,12 +5,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::{test_config, until_metrics_list};
 use projectors::config::Projector;
 use storefront_plumbing::settings::HttpSettings;
-use storefront_tests::{Daemon, free_port, stack, until_healthy};
+use storefront_tests::{Daemon, InProcess, free_port, stack, until_healthy};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
 
@@ -93,13 +92,10 @@ fn rebuild_names_its_projector() {
 #[tokio::test]
 async fn in_process_they_report_health_and_metrics_and_stop_on_signal() {
     let config = test_config();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = projectors::start(config, Projector::ALL.to_vec(), async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    let health = until_healthy(running.http_addr).await;
+    // Launched, not started: the health body is what this test reads.
+    let running =
+        InProcess::launch(|stop| projectors::start(config, Projector::ALL.to_vec(), stop)).await;
+    let health = until_healthy(running.http_addr()).await;
     for component in [
         "mongo",
         "kafka",
@@ -108,12 +104,8 @@ async fn in_process_they_report_health_and_metrics_and_stop_on_signal() {
     ] {
         assert!(health.contains(component), "{health}");
     }
-    until_metrics_list(running.http_addr, &["projector_consumer_lag"]).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), running.wait())
-        .await
-        .expect("stops within the deadline")
-        .unwrap();
+    until_metrics_list(running.http_addr(), &["projector_consumer_lag"]).await;
+    running.stop().await;
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! - [`documents`]: the source documents of the three collections, typed, read from BSON with
 //!   field-path errors.
 //! - [`events`]: the event payloads (the record bodies) and their JSON Schemas.
-//! - [`fixtures`]: the hand-written golden events, as the exact bodies they specify.
+//! - [`fixtures`]: the hand-written golden events, as the exact bodies they specify, and the
+//!   sample domain values every crate's tests build their events from ([`fixtures::sample`]).
 //! - [`metadata`]: event metadata (deterministic ids, source positions) and its CloudEvents
 //!   Kafka headers.
 //! - [`retention`]: what each topic must retain for a projection rebuild, and the check of an

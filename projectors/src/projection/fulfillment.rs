@@ -151,10 +151,8 @@ pub fn plan(events: &[&Event]) -> Plan {
 #[cfg(test)]
 mod tests {
     use mongodb::bson::Bson;
-    use storefront_schemas::documents::{
-        Address, AddressType, Contact, Name, Order, OrderItem, OrderStatusEvent, OrderStatusType,
-        Price, Product,
-    };
+    use storefront_schemas::documents::{AddressType, Price};
+    use storefront_schemas::fixtures::sample;
     use storefront_schemas::metadata::{EventMetadata, EventType, SCHEMA_VERSION, SourcePosition};
     use storefront_schemas::topology::Namespace;
 
@@ -162,55 +160,10 @@ mod tests {
     use crate::projection::Projection;
 
     fn request(guid: &str, city: &str) -> FulfillmentRequestEvent {
-        FulfillmentRequestEvent {
-            timestamp: 2_000,
-            name: Name {
-                title: "Ms".into(),
-                first_name: "Ada".into(),
-                middle_name: None,
-                last_name: "Lovelace".into(),
-                suffix: None,
-            },
-            contact: Contact {
-                primary_phone: "555-0100".into(),
-                secondary_phone: None,
-                email: "ada@example.com".into(),
-            },
-            address: Address {
-                address_type: AddressType::Shipping,
-                description: "home".into(),
-                address1: "1 Main St".into(),
-                address2: None,
-                city: city.into(),
-                state: "LDN".into(),
-                postal_code: "N1".into(),
-            },
-            order: Order {
-                guid: guid.into(),
-                order_status_events: vec![
-                    OrderStatusEvent {
-                        timestamp: 1_000,
-                        order_status_type: OrderStatusType::Created,
-                        note: None,
-                    },
-                    OrderStatusEvent {
-                        timestamp: 2_000,
-                        order_status_type: OrderStatusType::Approved,
-                        note: None,
-                    },
-                ],
-                order_items: vec![OrderItem {
-                    product: Product {
-                        guid: "p-1".into(),
-                        title: "Lamp".into(),
-                        description: "A lamp".into(),
-                        price: Price::from_f64(19.5).unwrap(),
-                    },
-                    quantity: 2,
-                }],
-            },
-            customer_id: None,
-        }
+        sample::fulfillment_request(
+            sample::approved_order(guid),
+            sample::address(AddressType::Shipping, city),
+        )
     }
 
     fn event(guid: &str, position: u64) -> Event {
@@ -271,7 +224,7 @@ mod tests {
     #[test]
     fn prices_are_written_exactly_as_decimal128() {
         let mut payload = request("g-1", "London");
-        payload.order.order_items[0].product.price = Price::parse("3.99").unwrap();
+        payload.order.order_items = vec![sample::order_item(Price::parse("3.99").unwrap(), 2)];
         let op = request_write(9, &payload).unwrap();
         let items = op
             .update
@@ -343,16 +296,10 @@ mod tests {
             statement(request_write(event(guid, position).position(), &payload))
         };
         let status = Event {
-            body: EventBody::OrderStatusChanged(
-                storefront_schemas::events::OrderStatusChangeEvent {
-                    guid: "x".into(),
-                    order_status_event: OrderStatusEvent {
-                        timestamp: 1,
-                        order_status_type: OrderStatusType::Shipped,
-                        note: None,
-                    },
-                },
-            ),
+            body: EventBody::OrderStatusChanged(sample::status_change(
+                "x",
+                sample::status(1, "SHIPPED", None),
+            )),
             ..event("x", 1)
         };
         // (what, batch, scripted IO, outcomes)

@@ -530,23 +530,14 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use mongodb::bson::doc;
-    use storefront_schemas::documents::{
-        OrderItem, OrderStatusEvent, OrderStatusType, Price, Product,
-    };
+    use storefront_schemas::documents::Price;
+    use storefront_schemas::fixtures::sample;
 
     use super::*;
 
     #[test]
     fn values_are_stored_as_bson_with_prices_exact() {
-        let item = OrderItem {
-            product: Product {
-                guid: "p-1".into(),
-                title: "Lamp".into(),
-                description: "A lamp".into(),
-                price: Price::parse("3.99").unwrap(),
-            },
-            quantity: 2,
-        };
+        let item = sample::order_item(Price::parse("3.99").unwrap(), 2);
         assert_eq!(
             to_bson(&vec![item]).unwrap(),
             Bson::Array(vec![Bson::Document(doc! {
@@ -560,11 +551,7 @@ mod tests {
             })])
         );
         // Everything but prices as `bson::to_bson` has it (absent options left out).
-        let status = OrderStatusEvent {
-            timestamp: 5,
-            order_status_type: OrderStatusType::Shipped,
-            note: None,
-        };
+        let status = sample::status(5, "SHIPPED", None);
         assert_eq!(
             to_bson(&status).unwrap(),
             mongodb::bson::to_bson(&status).unwrap()

@@ -631,8 +631,8 @@ fn index_orders(documents: &[Document], guids: &[&str]) -> HashMap<String, (Bson
 #[cfg(test)]
 mod tests {
     use mongodb::bson::oid::ObjectId;
-    use storefront_schemas::documents::{Address, AddressType, Contact, Name, OrderStatusType};
-    use storefront_schemas::events::OrderStatusChangeEvent;
+    use storefront_schemas::documents::AddressType;
+    use storefront_schemas::fixtures::sample;
     use storefront_schemas::metadata::{EventMetadata, EventType, SCHEMA_VERSION, SourcePosition};
     use storefront_schemas::topology::Namespace;
 
@@ -655,31 +655,14 @@ mod tests {
         }
     }
 
+    /// Customer `id`'s change with a BILLING address (the projection copies addresses of any
+    /// type).
     fn payload(id: &CustomerId, first_name: &str) -> CustomerChangeEvent {
-        CustomerChangeEvent {
-            id: id.key(),
-            name: Name {
-                title: "Ms".into(),
-                first_name: first_name.into(),
-                middle_name: None,
-                last_name: "Lovelace".into(),
-                suffix: None,
-            },
-            contact: Contact {
-                primary_phone: "555-0100".into(),
-                secondary_phone: None,
-                email: "ada@example.com".into(),
-            },
-            addresses: vec![Address {
-                address_type: AddressType::Billing,
-                description: "home".into(),
-                address1: "1 Main St".into(),
-                address2: None,
-                city: "London".into(),
-                state: "LDN".into(),
-                postal_code: "N1".into(),
-            }],
-        }
+        sample::customer_change(
+            &id.key(),
+            first_name,
+            vec![sample::address(AddressType::Billing, "London")],
+        )
     }
 
     fn change(id: &CustomerId, position: u64) -> Event {
@@ -699,21 +682,13 @@ mod tests {
         }
     }
 
-    fn status_event(timestamp: i64, kind: &str) -> OrderStatusEvent {
-        OrderStatusEvent {
-            timestamp,
-            order_status_type: OrderStatusType::parse(kind),
-            note: None,
-        }
-    }
-
     fn status(guid: &str, timestamp: i64, kind: &str) -> Event {
         Event {
             metadata: metadata(EventType::OrderStatusChanged, 1),
-            body: EventBody::OrderStatusChanged(OrderStatusChangeEvent {
-                guid: guid.into(),
-                order_status_event: status_event(timestamp, kind),
-            }),
+            body: EventBody::OrderStatusChanged(sample::status_change(
+                guid,
+                sample::status(timestamp, kind, None),
+            )),
         }
     }
 
@@ -871,8 +846,10 @@ mod tests {
             ),
         ];
         for (what, existing, new, expected, added) in cases {
-            let new: Vec<OrderStatusEvent> =
-                new.iter().map(|(t, kind)| status_event(*t, kind)).collect();
+            let new: Vec<OrderStatusEvent> = new
+                .iter()
+                .map(|(t, kind)| sample::status(*t, kind, None))
+                .collect();
             let refs: Vec<&OrderStatusEvent> = new.iter().collect();
             let merged = merge_statuses(&existing, &refs).unwrap();
             assert_eq!(merged.statuses, statuses(&expected), "{what}");
@@ -887,8 +864,8 @@ mod tests {
             Bson::Document(doc! { "timestamp": 3.0_f64, "orderStatusType": "PROCESSING" }),
             Bson::Document(doc! { "orderStatusType": "UNREADABLE" }),
         ];
-        let repeat = status_event(3, "PROCESSING");
-        let between = status_event(2, "APPROVED_ELSEWHERE");
+        let repeat = sample::status(3, "PROCESSING", None);
+        let between = sample::status(2, "APPROVED_ELSEWHERE", None);
         let merged = merge_statuses(&existing, &[&repeat, &between]).unwrap();
         assert_eq!(merged.added, vec![false, true]);
         assert_eq!(
@@ -991,7 +968,7 @@ mod tests {
 
     #[test]
     fn appends_only_to_an_order_whose_statuses_are_all_older() {
-        let op = append_status("g-1", &status_event(9, "SHIPPED")).unwrap();
+        let op = append_status("g-1", &sample::status(9, "SHIPPED", None)).unwrap();
         assert!(!op.upsert);
         assert_eq!(
             op.filter,
@@ -1049,8 +1026,9 @@ mod tests {
                 false,
             ))
         };
-        let append =
-            |guid: &str, t: i64, kind: &str| statement(append_status(guid, &status_event(t, kind)));
+        let append = |guid: &str, t: i64, kind: &str| {
+            statement(append_status(guid, &sample::status(t, kind, None)))
+        };
         let refused = OpResult::Rejected {
             code: 28,
             message: "Cannot create field".into(),

@@ -1,6 +1,9 @@
 //! Helpers for the projectors' integration tests: per-test configs with unique names, a producer
-//! of events with the connector's headers, the projector run in-process, "caught up" as the
-//! group's committed offsets reaching the end of every partition, and collection snapshots.
+//! of events with the connector's headers, the projector run in-process ([`start`], an
+//! [`InProcess`] of the harness), "caught up" as the group's committed offsets reaching the end
+//! of every partition, and collection snapshots. Events carry the shared sample values of
+//! [`storefront_schemas::fixtures::sample`]; every step waits at most the harness's
+//! [`storefront_tests::DEADLINE`].
 #![allow(
     clippy::disallowed_methods,
     reason = "test code: synchronous Kafka calls wait on the local broker only"
@@ -13,7 +16,7 @@ use std::time::Duration;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Client, Collection};
-use projectors::RunningProjectors;
+use projectors::ProjectorError;
 use projectors::config::{ApplySettings, ProjectionTargets, Projector, ProjectorsConfig};
 use projectors::projection::to_bson;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -22,23 +25,17 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
-use storefront_schemas::documents::{
-    Address, AddressType, Contact, CustomerId, Name, Order, OrderItem, OrderStatusEvent,
-    OrderStatusType, Price, Product,
-};
-use storefront_schemas::events::{
-    CustomerChangeEvent, EventPayload, FulfillmentRequestEvent, OrderStatusChangeEvent,
-};
+use storefront_schemas::documents::{Address, AddressType, CustomerId, Order, OrderStatusEvent};
+use storefront_schemas::events::{EventPayload, FulfillmentRequestEvent};
+// The shared samples; `status` and `approved_order` by name, as the tests build events with them.
+pub use storefront_schemas::fixtures::sample::{self, approved_order, status};
 use storefront_schemas::metadata::{
     EventMetadata, EventType, SCHEMA_VERSION, SourcePosition, event_id,
 };
 use storefront_schemas::topology::{Namespace, StorefrontTopics};
-use storefront_tests::{eventually, stack, unique};
+use storefront_tests::{DEADLINE, InProcess, eventually, stack, unique};
 
 pub mod scenario;
-
-/// How long a test waits for the projectors to catch up.
-pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A config with its own topics, collections, groups and dead-letter topic.
 pub fn test_config() -> ProjectorsConfig {
@@ -159,34 +156,10 @@ fn outbound(topic: &str, key: &str, body: Option<Vec<u8>>, metadata: &EventMetad
     }
 }
 
-pub fn name(first_name: &str) -> Name {
-    Name {
-        title: "Ms".into(),
-        first_name: first_name.into(),
-        middle_name: None,
-        last_name: "Lovelace".into(),
-        suffix: None,
-    }
-}
-
-pub fn contact(first_name: &str) -> Contact {
-    Contact {
-        primary_phone: "555-0100".into(),
-        secondary_phone: None,
-        email: format!("{}@example.com", first_name.to_lowercase()),
-    }
-}
-
-pub fn address(city: &str) -> Address {
-    Address {
-        address_type: AddressType::Shipping,
-        description: "home".into(),
-        address1: "1 Main St".into(),
-        address2: None,
-        city: city.into(),
-        state: "LDN".into(),
-        postal_code: "N1".into(),
-    }
+/// The addresses of a test customer named `first_name`: one SHIPPING address, in a city named
+/// like them.
+fn addresses(first_name: &str) -> Vec<Address> {
+    vec![sample::address(AddressType::Shipping, first_name)]
 }
 
 /// A new customer id, stored as an ObjectId (as most are; [`CustomerId::Text`] for the others).
@@ -203,12 +176,7 @@ pub fn customer_change(
     first_name: &str,
 ) -> Outbound {
     let key = id.key();
-    let payload = CustomerChangeEvent {
-        id: key.clone(),
-        name: name(first_name),
-        contact: contact(first_name),
-        addresses: vec![address(first_name)],
-    };
+    let payload = sample::customer_change(&key, first_name, addresses(first_name));
     let metadata = metadata(
         EventType::CustomerChanged,
         &key,
@@ -235,14 +203,6 @@ pub fn customer_deleted(config: &ProjectorsConfig, id: &CustomerId, position: u6
     outbound(&config.topics.customer_change, &key, None, &metadata)
 }
 
-pub fn status(timestamp: i64, kind: &str, note: Option<&str>) -> OrderStatusEvent {
-    OrderStatusEvent {
-        timestamp,
-        order_status_type: OrderStatusType::parse(kind),
-        note: note.map(str::to_owned),
-    }
-}
-
 /// An OrderStatusChangeEvent of order `guid`.
 pub fn status_change(
     config: &ProjectorsConfig,
@@ -250,10 +210,7 @@ pub fn status_change(
     position: u64,
     status: OrderStatusEvent,
 ) -> Outbound {
-    let payload = OrderStatusChangeEvent {
-        guid: guid.into(),
-        order_status_event: status,
-    };
+    let payload = sample::status_change(guid, status);
     let metadata = metadata(
         EventType::OrderStatusChanged,
         guid,
@@ -268,28 +225,8 @@ pub fn status_change(
     )
 }
 
-/// An order with statuses CREATED at 1000 and APPROVED at 2000, of two lamps at 3.99 (events
-/// carry the price as the JSON number `3.99`).
-pub fn approved_order(guid: &str) -> Order {
-    Order {
-        guid: guid.into(),
-        order_status_events: vec![
-            status(1_000, "CREATED", None),
-            status(2_000, "APPROVED", None),
-        ],
-        order_items: vec![OrderItem {
-            product: Product {
-                guid: "p-1".into(),
-                title: "Lamp".into(),
-                description: "A lamp".into(),
-                price: Price::parse("3.99").unwrap(),
-            },
-            quantity: 2,
-        }],
-    }
-}
-
-/// A FulfillmentRequestEvent of approved order `guid`, shipping to `city`.
+/// A FulfillmentRequestEvent of Ada's [`approved_order`] `guid` (timestamp 2000, its APPROVED
+/// status), shipping to `city`, with a new customer id.
 pub fn fulfillment_request(
     config: &ProjectorsConfig,
     guid: &str,
@@ -297,12 +234,11 @@ pub fn fulfillment_request(
     city: &str,
 ) -> Outbound {
     let payload = FulfillmentRequestEvent {
-        timestamp: 2_000,
-        name: name("Ada"),
-        contact: contact("Ada"),
-        address: address(city),
-        order: approved_order(guid),
         customer_id: Some(new_customer_id().key()),
+        ..sample::fulfillment_request(
+            approved_order(guid),
+            sample::address(AddressType::Shipping, city),
+        )
     };
     let metadata = metadata(
         EventType::FulfillmentRequested,
@@ -353,49 +289,12 @@ impl Producer {
     }
 }
 
-/// Projectors running in this test process.
-pub struct Running {
-    pub process: RunningProjectors,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Waits until `GET /health` answers 200, naming the components that were not ready if it
-/// never does.
-pub async fn healthy(addr: std::net::SocketAddr) {
-    let started = std::time::Instant::now();
-    loop {
-        let answer = storefront_tests::http_get(addr, "/health").await;
-        if matches!(answer, Some((200, _))) {
-            return;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{addr}/health not 200 after {DEADLINE:?}; last answer: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Starts `projectors` in-process and waits until they are healthy (joined their groups).
-pub async fn start(config: &ProjectorsConfig, projectors: &[Projector]) -> Running {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let process = projectors::start(config.clone(), projectors.to_vec(), async move {
-        let _ = stopped.await;
-    })
-    .await
-    .unwrap();
-    healthy(process.http_addr).await;
-    Running { process, stop }
-}
-
-impl Running {
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(DEADLINE, self.process.wait())
-            .await
-            .expect("stops before the deadline")
-            .unwrap();
-    }
+pub async fn start(
+    config: &ProjectorsConfig,
+    projectors: &[Projector],
+) -> InProcess<ProjectorError> {
+    InProcess::start(|stop| projectors::start(config.clone(), projectors.to_vec(), stop)).await
 }
 
 fn admin_consumer(group: &str) -> BaseConsumer<TracingContext> {
@@ -511,9 +410,9 @@ fn canonical_value(value: Bson) -> Bson {
 pub fn customer_orders(id: &CustomerId, first_name: &str, orders: &[Order]) -> Document {
     doc! {
         "_id": id,
-        "name": to_bson(&name(first_name)).unwrap(),
-        "contact": to_bson(&contact(first_name)).unwrap(),
-        "addresses": to_bson(&vec![address(first_name)]).unwrap(),
+        "name": to_bson(&sample::name(first_name)).unwrap(),
+        "contact": to_bson(&sample::contact(first_name)).unwrap(),
+        "addresses": to_bson(&addresses(first_name)).unwrap(),
         "orders": to_bson(orders).unwrap(),
     }
 }
