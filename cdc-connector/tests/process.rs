@@ -16,8 +16,8 @@ use storefront_plumbing::kafka::TracingContext;
 use storefront_plumbing::settings::HttpSettings;
 use storefront_schemas::topology::{Namespace, StorefrontTopics};
 use storefront_tests::{
-    DEADLINE, Daemon, InProcess, client_config, eventually, free_port, http_get, stack, unique,
-    until_healthy,
+    DEADLINE, Daemon, InProcess, LoggedRun, client_config, eventually, free_port, http_get, stack,
+    unique, until_healthy,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cdc-connector");
@@ -182,36 +182,21 @@ async fn the_binary_stops_cleanly_on_sigterm() {
 /// guarantees' settings.
 #[tokio::test]
 async fn the_producer_runs_with_the_operators_kafka_properties() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("connector.toml");
-    let log_path = dir.path().join("connector.log");
-    let config = test_config();
-    let (debug_key, debug_value) = client_config::DEBUG_PROPERTY;
-    let text = format!(
-        "[mongo]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[kafka.properties]\n\"linger.ms\" = \"37\"\n\"compression.type\" = \"gzip\"\n\"{debug_key}\" = \"{debug_value}\"\n[topics]\ncustomer_change = \"{}\"\nfulfillment_request = \"{}\"\norder_status_change = \"{}\"\n[checkpoints]\ndatabase = \"{}\"\n",
-        config.mongo.uri,
-        config.kafka.bootstrap_servers,
-        config.topics.customer_change,
-        config.topics.fulfillment_request,
-        config.topics.order_status_change,
-        config.checkpoints.database,
-    );
-    std::fs::write(&config_path, text).unwrap();
-    let mut args = vec![
-        "--config",
-        config_path.to_str().unwrap(),
-        "--http-listen",
-        &listen,
-    ];
-    args.extend(client_config::LOG_FLAGS);
-    args.push("run");
-    let mut daemon = Daemon::spawn_logged(Path::new(BINARY), &args, &log_path);
-    until_healthy(listen.parse().unwrap()).await;
-    daemon.signal("TERM");
-    let status = daemon.exit_status().await;
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let mut config = test_config();
+    for (key, value) in [
+        ("linger.ms", "37"),
+        ("compression.type", "gzip"),
+        client_config::DEBUG_PROPERTY,
+    ] {
+        config.kafka.properties.insert(key.into(), value.into());
+    }
+    let mut run = LoggedRun::start(
+        Path::new(BINARY),
+        &toml::to_string(&config).unwrap(),
+        &["run"],
+    )
+    .await;
+    let (status, log) = run.stop().await;
     assert!(status.success(), "exit status {status}:\n{log}");
 
     let clients = client_config::reported(&log);
@@ -233,24 +218,15 @@ async fn the_producer_runs_with_the_operators_kafka_properties() {
 /// exits: here the stream's checkpoint claimed by another process.
 #[tokio::test]
 async fn a_fatal_error_is_logged_once_with_its_causes() {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("connector.toml");
-    let log_path = dir.path().join("connector.log");
     let mut config = test_config();
     config.sources.accounts = Namespace::new(unique("accounts"), "customer.accounts");
     config.checkpoints.interval_ms = 50;
-    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-    let mut args = vec![
-        "--config",
-        config_path.to_str().unwrap(),
-        "--http-listen",
-        &listen,
-    ];
-    args.extend(client_config::LOG_FLAGS);
-    args.push("run");
-    let mut daemon = Daemon::spawn_logged(Path::new(BINARY), &args, &log_path);
-    until_healthy(listen.parse().unwrap()).await;
+    let mut run = LoggedRun::start(
+        Path::new(BINARY),
+        &toml::to_string(&config).unwrap(),
+        &["run"],
+    )
+    .await;
 
     let client = stack().mongo_client().await;
     let stream = config.sources.accounts.to_string();
@@ -272,8 +248,7 @@ async fn a_fatal_error_is_logged_once_with_its_causes() {
         .insert_one(mongodb::bson::doc! { "second": true })
         .await
         .unwrap();
-    let status = daemon.exit_status().await;
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let (status, log) = run.exited().await;
     assert_eq!(status.code(), Some(1), "{log}");
 
     let errors: Vec<serde_json::Value> = log

@@ -57,31 +57,18 @@ impl Validate for NewTopicSettings {
 mod tests {
     use super::*;
 
-    use std::collections::BTreeMap;
-
-    use storefront_schemas::retention::{TOMBSTONE_RETENTION_MS, check, event_topics};
-    use storefront_schemas::topology::StorefrontTopics;
-
     #[test]
-    fn created_topics_pass_their_own_check() {
-        let topics = StorefrontTopics::default();
-        let mut requirements = event_topics(&topics).to_vec();
-        requirements.push(TopicRequirement::everything("dead-letters"));
-        for requirement in &requirements {
-            let spec = NewTopicSettings::default().spec(requirement);
-            let created: BTreeMap<String, String> = spec.configs.into_iter().collect();
-            assert_eq!(
-                check(requirement.retention, &created),
-                None,
-                "{}",
-                requirement.name
-            );
+    fn a_new_topic_gets_its_requirements_configs_and_the_configured_counts() {
+        let requirement =
+            TopicRequirement::compacted("events", &[("min.cleanable.dirty.ratio", "0.1")]);
+        let spec = NewTopicSettings {
+            partitions: 6,
+            replication_factor: 3,
         }
-        assert!(
-            requirements[0]
-                .configs
-                .contains(&("delete.retention.ms".into(), TOMBSTONE_RETENTION_MS.into()))
-        );
+        .spec(&requirement);
+        assert_eq!(spec.name, "events");
+        assert_eq!((spec.partitions, spec.replication_factor), (6, 3));
+        assert_eq!(spec.configs, requirement.configs);
     }
 
     #[test]

@@ -137,17 +137,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn new_topics_get_the_settings_they_are_checked_against() {
+    fn new_topics_are_the_event_topics_and_the_dead_letter_topic() {
+        // That the retention configs pass their own check is schemas::retention's test.
         let config = ProjectorsConfig::default();
-        for requirement in requirements(&config) {
-            let created: BTreeMap<String, String> = requirement.configs.iter().cloned().collect();
-            assert_eq!(
-                check(requirement.retention, &created),
-                None,
-                "{}",
-                requirement.name
-            );
-        }
         let specs = specs(&config);
         assert_eq!(specs.len(), 4);
         assert_eq!(specs[0].name, "accounts.customer.change");

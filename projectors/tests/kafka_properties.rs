@@ -7,13 +7,12 @@ mod common;
 use std::path::Path;
 
 use common::test_config;
-use storefront_tests::{Daemon, client_config, free_port, until_healthy};
+use storefront_tests::{LoggedRun, client_config};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
 
 #[tokio::test]
 async fn the_consumer_and_the_dead_letter_producer_run_with_the_operators_properties() {
-    let listen = format!("127.0.0.1:{}", free_port());
     let mut config = test_config();
     let group = config.consumer_group(projectors::config::Projector::Orders);
     for (key, value) in [
@@ -25,23 +24,13 @@ async fn the_consumer_and_the_dead_letter_producer_run_with_the_operators_proper
     ] {
         config.kafka.properties.insert(key.into(), value.into());
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("projectors.toml");
-    let log_path = dir.path().join("projectors.log");
-    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-    let mut args = vec![
-        "--config",
-        config_path.to_str().unwrap(),
-        "--http-listen",
-        &listen,
-    ];
-    args.extend(client_config::LOG_FLAGS);
-    args.extend(["run", "orders"]);
-    let mut daemon = Daemon::spawn_logged(Path::new(BINARY), &args, &log_path);
-    until_healthy(listen.parse().unwrap()).await;
-    daemon.signal("TERM");
-    let status = daemon.exit_status().await;
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let mut run = LoggedRun::start(
+        Path::new(BINARY),
+        &toml::to_string(&config).unwrap(),
+        &["run", "orders"],
+    )
+    .await;
+    let (status, log) = run.stop().await;
     assert!(status.success(), "exit status {status}:\n{log}");
 
     let clients = client_config::reported(&log);

@@ -490,6 +490,68 @@ impl Daemon {
     }
 }
 
+/// A built binary started as an operator would (a config file, `--http-listen`), logging JSON
+/// (with librdkafka's debug lines, see [`client_config`]) to a file the test reads afterwards.
+#[derive(Debug)]
+pub struct LoggedRun {
+    /// The process.
+    pub daemon: Daemon,
+    /// Where it serves `/health` and `/metrics`.
+    pub listen: SocketAddr,
+    dir: PathBuf,
+}
+
+impl LoggedRun {
+    /// Starts `program` with `config` (TOML) and `command` (e.g. `["run"]`), and waits until it is
+    /// healthy.
+    pub async fn start(program: &Path, config: &str, command: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(unique("logged_run"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listen_arg = listen.to_string();
+        let mut args = vec![
+            "--config",
+            config_path.to_str().unwrap(),
+            "--http-listen",
+            &listen_arg,
+        ];
+        args.extend(client_config::LOG_FLAGS);
+        args.extend(command);
+        let daemon = Daemon::spawn_logged(program, &args, &dir.join("log.jsonl"));
+        until_healthy(listen).await;
+        Self {
+            daemon,
+            listen,
+            dir,
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log.jsonl")).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM; its exit status and log.
+    pub async fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        self.daemon.signal("TERM");
+        self.exited().await
+    }
+
+    /// Waits until it exits by itself; its exit status and log.
+    pub async fn exited(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.daemon.exit_status().await;
+        (status, self.log())
+    }
+}
+
+impl Drop for LoggedRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A Kafka record as tests inspect it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
