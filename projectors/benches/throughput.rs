@@ -25,6 +25,9 @@
 //! Kafka broker and the MongoDB server (`STACK_DIR` pid files, or `BENCH_KAFKA_PID` /
 //! `BENCH_MONGO_PID`).
 //!
+//! `BENCH_PROJECTORS_BIN=<path>` runs another build of the projectors instead of this one's (to
+//! compare two versions of the code on the same stack in one session).
+//!
 //! Run: `cargo bench -p projectors` (starts the local stack if needed).
 
 #[path = "../tests/common/mod.rs"]
@@ -50,7 +53,12 @@ use storefront_schemas::documents::CustomerId;
 use storefront_schemas::events::{CustomerChangeEvent, FulfillmentRequestEvent};
 use storefront_tests::{Daemon, cpu_seconds, free_port, stack, unique, until_healthy};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
+/// This build's projectors binary, or `BENCH_PROJECTORS_BIN`.
+fn binary() -> std::path::PathBuf {
+    std::env::var_os("BENCH_PROJECTORS_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_projectors")))
+}
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -316,7 +324,7 @@ async fn live(
     config.http = HttpSettings::on_port(free_port());
     let path = write_config(dir, &config, &format!("{projector}.toml"));
     let mut daemon = Daemon::spawn(
-        Path::new(BINARY),
+        &binary(),
         &["--config", path.to_str().unwrap(), "run", projector.name()],
     );
     let pid = daemon.pid();
@@ -409,7 +417,7 @@ fn rebuild(
     let path = write_config(dir, config, "rebuild.toml");
     let servers_before = servers.now();
     let started = Instant::now();
-    let child = std::process::Command::new(BINARY)
+    let child = std::process::Command::new(binary())
         .args(["--config", path.to_str().unwrap(), "rebuild", "orders"])
         .stdout(std::process::Stdio::piped())
         .spawn()
