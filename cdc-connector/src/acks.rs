@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use mongodb::bson::Bson;
@@ -126,6 +126,8 @@ struct Queued<D> {
     entry: Entry<D>,
     /// Refused records whose replacement was not added yet.
     awaiting_replacement: usize,
+    /// When it entered the queue.
+    pushed: Instant,
 }
 
 /// The in-flight queue of one stream (see the module doc).
@@ -167,6 +169,7 @@ where
         self.entries.push_back(Queued {
             entry,
             awaiting_replacement: 0,
+            pushed: Instant::now(),
         });
     }
 
@@ -178,6 +181,15 @@ where
     /// Whether no change is waiting.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Since when the oldest change still waiting for Kafka has waited, if one does: how long
+    /// the checkpoint has been held back by unacknowledged records.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        self.entries
+            .iter()
+            .find(|queued| !queued.entry.deliveries.is_empty() || queued.awaiting_replacement > 0)
+            .map(|queued| queued.pushed)
     }
 
     /// The stream's own token while it had nothing new: the checkpoint when nothing is in
@@ -665,6 +677,37 @@ mod tests {
                 harness.run(case, step).await;
             }
         }
+    }
+
+    #[test]
+    fn the_wait_is_the_oldest_change_with_unacknowledged_records() {
+        let mut queue: InFlight<Answerable> = InFlight::new();
+        assert_eq!(queue.waiting_since(), None);
+        let (first, first_answer) = oneshot::channel();
+        queue.push(Entry {
+            token: Some(token(1)),
+            position: Some(position(1)),
+            origin: None,
+            deliveries: vec![Answerable(first_answer)],
+            once_ids: Vec::new(),
+        });
+        let first_pushed = queue.waiting_since().unwrap();
+        let (second, second_answer) = oneshot::channel();
+        queue.push(Entry {
+            token: Some(token(2)),
+            position: Some(position(2)),
+            origin: None,
+            deliveries: vec![Answerable(second_answer)],
+            once_ids: Vec::new(),
+        });
+        assert_eq!(queue.waiting_since(), Some(first_pushed));
+        assert!(first.send(Delivery::Acknowledged).is_ok());
+        queue.settle_ready().unwrap();
+        let second_pushed = queue.waiting_since().unwrap();
+        assert!(second_pushed >= first_pushed);
+        assert!(second.send(Delivery::Acknowledged).is_ok());
+        queue.settle_ready().unwrap();
+        assert_eq!(queue.waiting_since(), None);
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub struct StreamSettings {
     /// Largest event payload published, in bytes; a larger one goes to the dead-letter topic.
     /// Keep it at or below the topics' `max.message.bytes` (1 MiB by default).
     pub max_event_bytes: usize,
+    /// How long, in milliseconds, the oldest record may wait for Kafka's acknowledgement before
+    /// `/health` reports its stream failing (and recovers once Kafka acknowledges again). Records
+    /// are never dropped meanwhile; librdkafka keeps retrying them.
+    pub delivery_stall_ms: u64,
     /// Topic for source documents that cannot be mapped or published, with the reason.
     pub dead_letter_topic: String,
     /// Which document an update event carries: `post_image` (the document exactly as that
@@ -115,6 +119,7 @@ impl Default for StreamSettings {
             max_await_ms: 1_000,
             idle_poll_max_ms: 500,
             max_event_bytes: 1_000_000,
+            delivery_stall_ms: 10_000,
             dead_letter_topic: "storefront-cdc.connector.dead-letter".to_owned(),
             full_document: FullDocumentMode::PostImage,
             enable_post_images: true,
@@ -260,6 +265,9 @@ impl Validate for ConnectorConfig {
         if self.stream.max_in_flight == 0 {
             problems.push("stream.max_in_flight must be at least 1".into());
         }
+        if self.stream.delivery_stall_ms == 0 {
+            problems.push("stream.delivery_stall_ms must be at least 1".into());
+        }
         // Shorter waits would make idle streams ask the server tens of times a second, and blur
         // a server that waits with one that answers at once (the reader tells them apart by how
         // long an empty poll took).
@@ -394,7 +402,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "[new_topics]\npartitions = 0\n[topics]\ncustomer_change = \"bad topic\"\n[mongo]\nuri = \"localhost\"\n[stream]\nmax_await_ms = 10\n",
+            "[new_topics]\npartitions = 0\n[topics]\ncustomer_change = \"bad topic\"\n[mongo]\nuri = \"localhost\"\n[stream]\nmax_await_ms = 10\ndelivery_stall_ms = 0\n",
         )
         .unwrap();
         let error =
@@ -406,6 +414,7 @@ mod tests {
             "topics.customer_change",
             "mongo.uri",
             "stream.max_await_ms",
+            "stream.delivery_stall_ms",
         ] {
             assert!(error.contains(expected), "{expected} missing in: {error}");
         }

@@ -49,6 +49,8 @@ pub struct Stack {
     pub kafka_bootstrap: String,
     /// Whether MongoDB is the local test server (which tests may stop and restart).
     pub local_mongo: bool,
+    /// Whether Kafka is the local broker (which tests may stop and start).
+    pub local_kafka: bool,
     /// Kafka's SASL listener and its user, if there is one (the local broker has one unless
     /// `dev/stack` runs with `STACK_KAFKA_SASL=0`).
     pub kafka_sasl: Option<SaslListener>,
@@ -123,6 +125,18 @@ impl Stack {
     pub fn restart_mongo(&self) {
         assert!(self.local_mongo, "cannot restart an external MongoDB");
         run_stack(&["restart", "mongo"]);
+    }
+
+    /// Stops the local Kafka broker (its data stays).
+    pub fn stop_kafka(&self) {
+        assert!(self.local_kafka, "cannot stop an external Kafka");
+        run_stack(&["down", "kafka"]);
+    }
+
+    /// Starts the local Kafka broker again and waits until it is ready.
+    pub fn start_kafka(&self) {
+        assert!(self.local_kafka, "cannot start an external Kafka");
+        run_stack(&["up", "kafka"]);
     }
 }
 
@@ -234,6 +248,7 @@ pub fn stack() -> &'static Stack {
         Stack {
             kafka_sasl: sasl_listener(external_kafka.is_none()),
             local_mongo: external_mongo.is_none(),
+            local_kafka: external_kafka.is_none(),
             mongo_uri: external_mongo.unwrap_or_else(|| {
                 format!(
                     "mongodb://127.0.0.1:{}/?directConnection=true",
