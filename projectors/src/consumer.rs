@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -26,6 +27,10 @@ pub struct ProjectorContext {
     assignment: Mutex<HashSet<(String, i32)>>,
     health: Health,
     component: String,
+    /// Whether partitions were assigned (the component is ready when Kafka is reachable).
+    assigned_once: AtomicBool,
+    /// Whether librdkafka reported every broker down and no broker is up again yet.
+    brokers_down: AtomicBool,
 }
 
 impl std::fmt::Debug for ProjectorContext {
@@ -43,6 +48,32 @@ impl ProjectorContext {
             assignment: Mutex::new(HashSet::new()),
             health,
             component: component(projector),
+            assigned_once: AtomicBool::new(false),
+            brokers_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Every broker is down: records cannot be fetched, which `/health` shows until one is up.
+    fn brokers_went_down(&self, reason: &str) {
+        if !self.brokers_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(projector = %self.projector, reason, "no kafka broker reachable; nothing can be fetched");
+        }
+        self.health.set(
+            &self.component,
+            ComponentState::Failing(format!("kafka: no broker reachable ({reason})")),
+        );
+    }
+
+    /// A broker is up again (seen in librdkafka's statistics).
+    fn broker_up(&self) {
+        if self.brokers_down.swap(false, Ordering::Relaxed) {
+            tracing::info!(projector = %self.projector, "a kafka broker is reachable again");
+            let state = if self.assigned_once.load(Ordering::Relaxed) {
+                ComponentState::Ready
+            } else {
+                ComponentState::Starting
+            };
+            self.health.set(&self.component, state);
         }
     }
 
@@ -85,10 +116,21 @@ impl ClientContext for ProjectorContext {
         {
             return;
         }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.brokers_went_down(reason);
+        }
         TracingContext.error(error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
+        // Bootstrap entries (node id -1) are not brokers of the cluster.
+        if statistics
+            .brokers
+            .values()
+            .any(|broker| broker.nodeid >= 0 && broker.state == "UP")
+        {
+            self.broker_up();
+        }
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue; a lag of -1 means
@@ -147,6 +189,7 @@ impl ConsumerContext for ProjectorContext {
                     .collect();
                 listed.sort();
                 tracing::info!(projector = %self.projector, partitions = ?listed, "partitions assigned");
+                self.assigned_once.store(true, Ordering::Relaxed);
                 self.health.set(&self.component, ComponentState::Ready);
             }
             Rebalance::Revoke(_) => {}
