@@ -19,18 +19,6 @@ fn customer(id: ObjectId, first_name: &str) -> Document {
     }
 }
 
-/// Starts the broker again if the test fails while it is stopped, so that the tests after this
-/// one find it.
-struct StartKafkaIfPanicking;
-
-impl Drop for StartKafkaIfPanicking {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            stack().start_kafka();
-        }
-    }
-}
-
 #[tokio::test]
 async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost() {
     if !stack().local_kafka {
@@ -75,8 +63,7 @@ async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost()
         .read_until(DEADLINE, "the change before the outage", |r| !r.is_empty())
         .await;
 
-    stack().stop_kafka();
-    let _restart = StartKafkaIfPanicking;
+    let stopped = stack().stop_kafka();
     let during: Vec<ObjectId> = (0..3).map(|_| ObjectId::new()).collect();
     for id in &during {
         customers.insert_one(customer(*id, "During")).await.unwrap();
@@ -96,7 +83,7 @@ async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost()
     .await;
     assert!(failing.contains(&stream), "{failing}");
 
-    stack().start_kafka();
+    stopped.start();
     storefront_tests::until_healthy(addr).await;
     let sentinel = ObjectId::new();
     customers

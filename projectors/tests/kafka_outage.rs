@@ -10,17 +10,6 @@ use projectors::config::Projector;
 use storefront_schemas::documents::CustomerId;
 use storefront_tests::{DEADLINE, eventually, http_get, stack, until_healthy};
 
-/// Starts the broker again if the test fails while it is stopped, so later tests find it up.
-struct StartKafkaIfPanicking;
-
-impl Drop for StartKafkaIfPanicking {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            stack().start_kafka();
-        }
-    }
-}
-
 #[tokio::test]
 async fn health_reports_no_reachable_broker_and_recovers() {
     if !stack().local_kafka {
@@ -37,8 +26,7 @@ async fn health_reports_no_reachable_broker_and_recovers() {
     let running = start(&config, &[Projector::Orders]).await;
     caught_up(&config, Projector::Orders).await;
 
-    stack().stop_kafka();
-    let _restart = StartKafkaIfPanicking;
+    let stopped = stack().stop_kafka();
     let component = projectors::consumer::component(Projector::Orders);
     let health = eventually(
         DEADLINE,
@@ -58,7 +46,7 @@ async fn health_reports_no_reachable_broker_and_recovers() {
     );
     assert!(reason.contains("kafka"), "{health}");
 
-    stack().start_kafka();
+    stopped.start();
     until_healthy(running.http_addr()).await;
     let after: CustomerId = new_customer_id();
     producer

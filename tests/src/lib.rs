@@ -127,16 +127,36 @@ impl Stack {
         run_stack(&["restart", "mongo"]);
     }
 
-    /// Stops the local Kafka broker (its data stays).
-    pub fn stop_kafka(&self) {
+    /// Stops the local Kafka broker (its data stays) until the returned guard starts it again.
+    pub fn stop_kafka(&self) -> StoppedKafka {
         assert!(self.local_kafka, "cannot stop an external Kafka");
         run_stack(&["down", "kafka"]);
+        StoppedKafka { started: false }
     }
+}
 
-    /// Starts the local Kafka broker again and waits until it is ready.
-    pub fn start_kafka(&self) {
-        assert!(self.local_kafka, "cannot start an external Kafka");
+/// The local Kafka broker, stopped by [`Stack::stop_kafka`]. [`Self::start`] starts it again and
+/// waits until it is ready; dropped unstarted (a test failing half-way), it starts it too, so the
+/// tests after it find the broker up.
+#[derive(Debug)]
+#[must_use = "the broker stays down until this is started or dropped"]
+pub struct StoppedKafka {
+    started: bool,
+}
+
+impl StoppedKafka {
+    /// Starts the broker and waits until it is ready.
+    pub fn start(mut self) {
         run_stack(&["up", "kafka"]);
+        self.started = true;
+    }
+}
+
+impl Drop for StoppedKafka {
+    fn drop(&mut self) {
+        if !self.started {
+            run_stack(&["up", "kafka"]);
+        }
     }
 }
 
