@@ -781,13 +781,18 @@ async fn watch_delivery(
     watch: Arc<DeliveryWatch>,
     stall: Duration,
 ) {
+    // The same wait as a metric, 0 while nothing waits.
+    let oldest_wait =
+        metrics::gauge!("cdc_oldest_unacknowledged_seconds", "collection" => stream.clone());
     let mut tick =
         tokio::time::interval((stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stalled = false;
     loop {
         tick.tick().await;
-        match watch.waited() {
+        let waited = watch.waited();
+        oldest_wait.set(waited.map_or(0.0, |waited| waited.as_secs_f64()));
+        match waited {
             Some(waited) if waited >= stall => {
                 let records = watch.records.load(Ordering::Relaxed);
                 let reason = format!(

@@ -82,6 +82,15 @@ async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost()
     )
     .await;
     assert!(failing.contains(&stream), "{failing}");
+    let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
+    let metric = format!("cdc_oldest_unacknowledged_seconds{{collection=\"{stream}\"}} ");
+    let waited: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&metric))
+        .unwrap_or_else(|| panic!("{metric} missing:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(waited >= 2.0, "the metric shows the wait: {waited}");
 
     stopped.start();
     storefront_tests::until_healthy(addr).await;
