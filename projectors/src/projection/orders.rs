@@ -1026,6 +1026,13 @@ mod tests {
                 false,
             ))
         };
+        let follow_ups_of = |event: &Event| -> Vec<_> {
+            follow_ups(event)
+                .unwrap()
+                .into_iter()
+                .map(|op| statement(Ok(op)))
+                .collect()
+        };
         let append = |guid: &str, t: i64, kind: &str| {
             statement(append_status(guid, &sample::status(t, kind, None)))
         };
@@ -1072,11 +1079,7 @@ mod tests {
                 vec![
                     Io::Write(vec![change_a(5)], report(vec![DuplicateId], 0)),
                     Io::Write(
-                        follow_ups(&change(a, 5))
-                            .unwrap()
-                            .into_iter()
-                            .map(|op| statement(Ok(op)))
-                            .collect(),
+                        follow_ups_of(&change(a, 5)),
                         report(vec![DuplicateId, DuplicateId], 0),
                     ),
                 ],
@@ -1088,11 +1091,7 @@ mod tests {
                 vec![
                     Io::Write(vec![change_a(5)], report(vec![DuplicateId], 0)),
                     Io::Write(
-                        follow_ups(&change(a, 5))
-                            .unwrap()
-                            .into_iter()
-                            .map(|op| statement(Ok(op)))
-                            .collect(),
+                        follow_ups_of(&change(a, 5)),
                         report(vec![DuplicateId, Done], 1),
                     ),
                 ],
