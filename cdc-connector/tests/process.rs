@@ -196,6 +196,22 @@ async fn the_producer_runs_with_the_operators_kafka_properties() {
         &["run"],
     )
     .await;
+    // `/health` can answer before the process has registered its components (noted on issue
+    // 15): wait for the producer itself.
+    let idempotent = |client: &std::collections::BTreeMap<String, String>| {
+        client.get("enable.idempotence").map(String::as_str) == Some("true")
+    };
+    eventually(
+        DEADLINE,
+        "the producer's reported configuration",
+        async || {
+            client_config::reported(&run.log())
+                .iter()
+                .any(idempotent)
+                .then_some(())
+        },
+    )
+    .await;
     let (status, log) = run.stop().await;
     assert!(status.success(), "exit status {status}:\n{log}");
 

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::test_config;
-use storefront_tests::{LoggedRun, client_config};
+use storefront_tests::{DEADLINE, LoggedRun, client_config, eventually};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_projectors");
 
@@ -28,6 +28,21 @@ async fn the_consumer_and_the_dead_letter_producer_run_with_the_operators_proper
         Path::new(BINARY),
         &toml::to_string(&config).unwrap(),
         &["run", "orders"],
+    )
+    .await;
+    // `/health` can answer before the process has registered its components: wait for both
+    // clients themselves.
+    eventually(
+        DEADLINE,
+        "the clients' reported configurations",
+        async || {
+            let clients = client_config::reported(&run.log());
+            (clients.iter().any(|c| c.get("group.id") == Some(&group))
+                && clients
+                    .iter()
+                    .any(|c| c.get("enable.idempotence").map(String::as_str) == Some("true")))
+            .then_some(())
+        },
     )
     .await;
     let (status, log) = run.stop().await;
