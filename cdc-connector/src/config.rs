@@ -86,6 +86,15 @@ pub struct StreamSettings {
     /// `/health` reports its stream failing (and recovers once Kafka acknowledges again). Records
     /// are never dropped meanwhile; librdkafka keeps retrying them.
     pub delivery_stall_ms: u64,
+    /// How long, in milliseconds, a read of the change stream may go unanswered by MongoDB (or
+    /// keep failing), and a change the unread-change probe found may stay unread, before
+    /// `/health` reports the stream failing. Must exceed `max_await_ms`, which a quiet stream's
+    /// read legitimately waits.
+    pub read_stall_ms: u64,
+    /// How often, in milliseconds, a probe looks for changes after the last one the stream read
+    /// (one short `aggregate` per check), so that a stream that reports itself idle while its
+    /// collection has newer changes shows as failing; 0 turns the probe off.
+    pub unread_check_ms: u64,
     /// Topic for source documents that cannot be mapped or published, with the reason.
     pub dead_letter_topic: String,
     /// Which document an update event carries: `post_image` (the document exactly as that
@@ -120,6 +129,8 @@ impl Default for StreamSettings {
             idle_poll_max_ms: 500,
             max_event_bytes: 1_000_000,
             delivery_stall_ms: 10_000,
+            read_stall_ms: 8_000,
+            unread_check_ms: 5_000,
             dead_letter_topic: "storefront-cdc.connector.dead-letter".to_owned(),
             full_document: FullDocumentMode::PostImage,
             enable_post_images: true,
@@ -268,6 +279,13 @@ impl Validate for ConnectorConfig {
         if self.stream.delivery_stall_ms == 0 {
             problems.push("stream.delivery_stall_ms must be at least 1".into());
         }
+        if self.stream.read_stall_ms <= self.stream.max_await_ms {
+            problems.push(format!(
+                "stream.read_stall_ms ({}) must exceed stream.max_await_ms ({}), which a quiet \
+                 stream's read waits",
+                self.stream.read_stall_ms, self.stream.max_await_ms
+            ));
+        }
         // Shorter waits would make idle streams ask the server tens of times a second, and blur
         // a server that waits with one that answers at once (the reader tells them apart by how
         // long an empty poll took).
@@ -402,7 +420,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "[new_topics]\npartitions = 0\n[topics]\ncustomer_change = \"bad topic\"\n[mongo]\nuri = \"localhost\"\n[stream]\nmax_await_ms = 10\ndelivery_stall_ms = 0\n",
+            "[new_topics]\npartitions = 0\n[topics]\ncustomer_change = \"bad topic\"\n[mongo]\nuri = \"localhost\"\n[stream]\nmax_await_ms = 10\ndelivery_stall_ms = 0\nread_stall_ms = 5\n",
         )
         .unwrap();
         let error =
@@ -415,6 +433,7 @@ mod tests {
             "mongo.uri",
             "stream.max_await_ms",
             "stream.delivery_stall_ms",
+            "stream.read_stall_ms (5) must exceed stream.max_await_ms (10)",
         ] {
             assert!(error.contains(expected), "{expected} missing in: {error}");
         }

@@ -12,6 +12,8 @@
 //! - [`publisher`]: the idempotent Kafka producer and dead-letter records.
 //! - [`checkpoint`]: resume tokens and the once-per-id ledger, stored in MongoDB.
 //! - [`metrics`]: the connector's metrics.
+//! - [`watch`]: stall detection per stream (Kafka not acknowledging, MongoDB not answering,
+//!   changes left unread), reported in `/health` and metrics.
 //! - [`run`] / [`start`]: the process entry point, which takes its shutdown signal as a future so
 //!   tests can run the connector in-process.
 //!
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod publisher;
 pub mod source;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -40,7 +40,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
@@ -64,6 +63,7 @@ use crate::publisher::{DeadLetter, KafkaDelivery, PublishError, Publisher};
 use crate::source::{
     self, Conversion, SourceError, SourceEvent, SourceMessage, lost_history_reason,
 };
+use crate::watch::{self, StallLimits, StreamWatch};
 
 /// Why a stream stopped.
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +150,8 @@ pub struct StreamPipeline {
     metrics: StreamMetrics,
     /// Driver events to source changes, redacting every document as it is read.
     conversion: Conversion,
-    /// What the stall watch reads (see [`watch_delivery`]).
-    delivery: Arc<DeliveryWatch>,
+    /// What the stall watch reads ([`crate::watch`]).
+    watch: Arc<StreamWatch>,
 }
 
 impl std::fmt::Debug for StreamPipeline {
@@ -232,7 +232,7 @@ impl StreamPipeline {
                 redaction,
             },
             namespace,
-            delivery: Arc::new(DeliveryWatch::new()),
+            watch: Arc::new(StreamWatch::default()),
         }
     }
 
@@ -269,12 +269,15 @@ impl StreamPipeline {
 
     async fn stream(&mut self) -> Result<(), StreamError> {
         // Stopped when this returns, before `run` reports how the stream ended.
-        let _stall_watch = AbortOnDropHandle::new(tokio::spawn(watch_delivery(
+        let _stall_watch = AbortOnDropHandle::new(tokio::spawn(watch::watch(
             self.name.clone(),
             self.component(),
             self.health.clone(),
-            self.delivery.clone(),
-            Duration::from_millis(self.settings.delivery_stall_ms),
+            self.watch.clone(),
+            StallLimits {
+                delivery: Duration::from_millis(self.settings.delivery_stall_ms),
+                read: Duration::from_millis(self.settings.read_stall_ms),
+            },
         )));
         if self.settings.full_document == FullDocumentMode::PostImage
             && self.settings.enable_post_images
@@ -309,7 +312,7 @@ impl StreamPipeline {
             }
         };
         if let Some(stream) = stream {
-            self.delivery.ready.store(true, Ordering::Relaxed);
+            self.watch.opened();
             self.health.set(&self.component(), ComponentState::Ready);
             self.follow(stream).await?;
         }
@@ -435,14 +438,25 @@ impl StreamPipeline {
         let (sink, mut messages) = tokio::sync::mpsc::channel(2_048);
         // Aborted when this returns, on any path: a reader never outlives its pipeline.
         let _reader = AbortOnDropHandle::new(tokio::spawn(source::read(
-            self.name.clone(),
-            self.collection.clone(),
+            source::ReaderContext {
+                name: self.name.clone(),
+                collection: self.collection.clone(),
+                conversion: self.conversion.clone(),
+                sink,
+                settings: self.settings.clone(),
+                shutdown: self.shutdown.clone(),
+                watch: self.watch.clone(),
+            },
             stream,
-            self.conversion.clone(),
-            sink,
-            self.settings.clone(),
-            self.shutdown.clone(),
         )));
+        let _probe = (self.settings.unread_check_ms > 0).then(|| {
+            AbortOnDropHandle::new(tokio::spawn(watch::probe_unread(
+                self.name.clone(),
+                self.collection.clone(),
+                self.watch.clone(),
+                Duration::from_millis(self.settings.unread_check_ms),
+            )))
+        });
         // Acknowledgements arrive while the stream is quiet too; look at them regularly.
         let mut tick =
             tokio::time::interval(self.save_intervals.progress.min(Duration::from_millis(200)));
@@ -628,7 +642,8 @@ impl StreamPipeline {
     /// Publishes the in-flight state to the metrics and the stall watch.
     fn in_flight_changed(&self) {
         self.metrics.in_flight(self.in_flight.records());
-        self.delivery.update(&self.in_flight);
+        self.watch
+            .delivery(self.in_flight.waiting_since(), self.in_flight.records());
     }
 
     /// Settles what Kafka answered: without waiting, or waiting for the oldest change. A record
@@ -720,103 +735,6 @@ impl StreamPipeline {
         self.in_flight.saved();
         self.last_saved = Instant::now();
         Ok(())
-    }
-}
-
-/// The in-flight state the stall watch reads, shared with the pipeline's task. The pipeline may
-/// be blocked waiting for the oldest acknowledgement itself (backpressure), so the watch runs in
-/// its own task.
-#[derive(Debug)]
-struct DeliveryWatch {
-    /// Reference point of `waiting_since_ms`.
-    origin: Instant,
-    /// When the oldest change still waiting for Kafka entered the queue, in milliseconds since
-    /// `origin` plus one; 0 when none waits.
-    waiting_since_ms: AtomicU64,
-    /// Records not yet acknowledged.
-    records: AtomicUsize,
-    /// Whether the stream is open (its component is then ready when nothing stalls).
-    ready: AtomicBool,
-}
-
-impl DeliveryWatch {
-    fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            waiting_since_ms: AtomicU64::new(0),
-            records: AtomicUsize::new(0),
-            ready: AtomicBool::new(false),
-        }
-    }
-
-    fn update(&self, in_flight: &InFlight<KafkaDelivery>) {
-        let since = in_flight.waiting_since().map_or(0, |since| {
-            u64::try_from(since.duration_since(self.origin).as_millis()).unwrap_or(u64::MAX - 1) + 1
-        });
-        self.waiting_since_ms.store(since, Ordering::Relaxed);
-        self.records.store(in_flight.records(), Ordering::Relaxed);
-    }
-
-    /// How long the oldest waiting change has waited, if one does.
-    fn waited(&self) -> Option<Duration> {
-        match self.waiting_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(
-                self.origin
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(since - 1)),
-            ),
-        }
-    }
-}
-
-/// Reports the stream's component failing while its oldest record has waited `stall` or longer
-/// for Kafka, and as before once Kafka acknowledges again: a broker that is down or refuses to
-/// take records shows in `/health` within `stall` plus a tick, even while the pipeline itself
-/// is blocked on backpressure.
-async fn watch_delivery(
-    stream: String,
-    component: String,
-    health: Health,
-    watch: Arc<DeliveryWatch>,
-    stall: Duration,
-) {
-    // The same wait as a metric, 0 while nothing waits.
-    let oldest_wait =
-        metrics::gauge!("cdc_oldest_unacknowledged_seconds", "collection" => stream.clone());
-    let mut tick =
-        tokio::time::interval((stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stalled = false;
-    loop {
-        tick.tick().await;
-        let waited = watch.waited();
-        oldest_wait.set(waited.map_or(0.0, |waited| waited.as_secs_f64()));
-        match waited {
-            Some(waited) if waited >= stall => {
-                let records = watch.records.load(Ordering::Relaxed);
-                let reason = format!(
-                    "kafka has not acknowledged {records} records, the oldest for {} s",
-                    waited.as_secs()
-                );
-                if !stalled {
-                    tracing::warn!(stream = %stream, records, waited_s = waited.as_secs(), "kafka acknowledges nothing; records wait (none is dropped)");
-                }
-                health.set(&component, ComponentState::Failing(reason));
-                stalled = true;
-            }
-            _ if stalled => {
-                tracing::info!(stream = %stream, "kafka acknowledges records again");
-                let state = if watch.ready.load(Ordering::Relaxed) {
-                    ComponentState::Ready
-                } else {
-                    ComponentState::Starting
-                };
-                health.set(&component, state);
-                stalled = false;
-            }
-            _ => {}
-        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! in order, so the pipeline's checkpoints stay exact.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::Collection;
@@ -30,6 +31,7 @@ use storefront_schemas::topology::Namespace;
 
 use crate::config::{FullDocumentMode, StreamSettings};
 use crate::mapping::{ChangeKind, SourceChange};
+use crate::watch::{ReadFailure, ReadPoint, StreamWatch};
 
 /// Enables `changeStreamPreAndPostImages` on `collection`, creating it when missing.
 pub async fn enable_post_images(
@@ -257,45 +259,78 @@ pub async fn open(
     }
 }
 
-/// Reads `stream` into `sink` until shutdown, the pipeline going away, or a fatal error.
+/// What the reader task needs besides the stream.
+#[derive(Debug)]
+pub struct ReaderContext {
+    /// The stream's name (its namespace).
+    pub name: String,
+    /// The watched collection, to reopen the stream on.
+    pub collection: Collection<RawDocumentBuf>,
+    /// Driver events to source changes.
+    pub conversion: Conversion,
+    /// Where read changes go, in order.
+    pub sink: mpsc::Sender<SourceMessage>,
+    /// Stream settings.
+    pub settings: StreamSettings,
+    /// Process shutdown.
+    pub shutdown: CancellationToken,
+    /// Where the reader reports what it read and how MongoDB answers.
+    pub watch: Arc<StreamWatch>,
+}
+
+/// Reads `stream` until shutdown, the pipeline going away, or a fatal error.
+///
+/// A failed read is counted (`cdc_source_errors_total{collection, resumable}`) and logged, and
+/// the stream reopened after the last change read, with backoff; one that resuming cannot fix
+/// (other than lost history, which stops the stream) is logged as an error and shows the stream
+/// failing in `/health` until a read succeeds again.
 pub async fn read(
-    name: String,
-    collection: Collection<RawDocumentBuf>,
+    context: ReaderContext,
     mut stream: ChangeStream<ChangeStreamEvent<RawDocumentBuf>>,
-    conversion: Conversion,
-    sink: mpsc::Sender<SourceMessage>,
-    settings: StreamSettings,
-    shutdown: CancellationToken,
 ) {
+    let errors = ReadErrors::new(&context.name);
     let mut reader = Reader {
-        name,
-        collection,
-        sink,
-        settings,
-        shutdown,
+        context,
         failures: Backoff::default(),
     };
     let mut idle = Backoff::new(
         Duration::from_millis(5),
-        Duration::from_millis(reader.settings.idle_poll_max_ms),
+        Duration::from_millis(reader.context.settings.idle_poll_max_ms),
     );
     // An empty poll that took at least this long was a server waiting for a change (awaitData).
-    let server_waited = Duration::from_millis(reader.settings.max_await_ms / 2);
+    let server_waited = Duration::from_millis(reader.context.settings.max_await_ms / 2);
+    if let Some(token) = stream.resume_token() {
+        reader.context.watch.read(ReadPoint {
+            token,
+            cluster_time: None,
+        });
+    }
     loop {
         let started = Instant::now();
+        reader.context.watch.asking();
         let polled = tokio::select! {
-            () = reader.shutdown.cancelled() => return,
+            () = reader.context.shutdown.cancelled() => return,
             polled = stream.next_if_any() => polled,
         };
+        if polled.is_ok() {
+            reader.context.watch.answered();
+            reader.failures.reset();
+        }
         let reopen_after = match polled {
             Ok(Some(event)) => {
                 idle.reset();
-                reader.failures.reset();
                 let invalidated = event.operation_type == OperationType::Invalidate;
                 let token = event.id.clone();
+                reader.context.watch.read(ReadPoint {
+                    token: token.clone(),
+                    cluster_time: event.cluster_time,
+                });
                 if reader
+                    .context
                     .sink
-                    .send(SourceMessage::Change(Box::new(conversion.event(event))))
+                    .send(SourceMessage::Change(Box::new(
+                        reader.context.conversion.event(event),
+                    )))
                     .await
                     .is_err()
                 {
@@ -313,6 +348,7 @@ pub async fn read(
             }
             Ok(None) => {
                 if reader
+                    .context
                     .sink
                     .send(SourceMessage::Idle(stream.resume_token()))
                     .await
@@ -329,7 +365,7 @@ pub async fn read(
                 // The server answered at once: pause, or this loop would spin a core.
                 let pause = idle.next_delay();
                 tokio::select! {
-                    () = reader.shutdown.cancelled() => return,
+                    () = reader.context.shutdown.cancelled() => return,
                     () = tokio::time::sleep(pause) => {}
                 }
                 continue;
@@ -339,25 +375,70 @@ pub async fn read(
                     return;
                 }
                 // The driver already resumed once on a resumable error. Reopen after the last
-                // change read (not the last checkpoint: those changes are already in flight).
-                tracing::warn!(stream = %reader.name, %error, "change stream failed; reopening");
+                // change read (not the last checkpoint: those changes are already in flight),
+                // after a pause, so a refusal that persists is not asked again in a tight loop.
+                errors.record(&reader.context, &error, "reading the change stream failed");
+                let pause = reader.failures.next_delay();
+                tokio::select! {
+                    () = reader.context.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
                 stream.resume_token()
             }
         };
-        match reader.reopen(reopen_after).await {
+        match reader.reopen(reopen_after, &errors).await {
             Some(reopened) => stream = reopened,
             None => return,
         }
     }
 }
 
+/// Whether reopening a change stream may fix `error`, as MongoDB's drivers decide: any failure
+/// that is not a server's answer (network, timeouts), `CursorNotFound`, or a server error labelled
+/// `ResumableChangeStreamError`.
+pub fn is_resumable(error: &mongodb::error::Error) -> bool {
+    const CURSOR_NOT_FOUND: i32 = 43;
+    match error.kind.as_ref() {
+        ErrorKind::Command(command) => {
+            command.code == CURSOR_NOT_FOUND || error.contains_label("ResumableChangeStreamError")
+        }
+        _ => true,
+    }
+}
+
+/// The `cdc_source_errors_total{collection, resumable}` counters of one stream.
+struct ReadErrors {
+    resumable: metrics::Counter,
+    other: metrics::Counter,
+}
+
+impl ReadErrors {
+    fn new(stream: &str) -> Self {
+        let counter = |resumable: &'static str| metrics::counter!("cdc_source_errors_total", "collection" => stream.to_owned(), "resumable" => resumable);
+        Self {
+            resumable: counter("true"),
+            other: counter("false"),
+        }
+    }
+
+    /// Counts, logs and reports a failed read or reopen.
+    fn record(&self, context: &ReaderContext, error: &mongodb::error::Error, what: &str) {
+        let resumable = is_resumable(error);
+        let reason = storefront_plumbing::errors::chain(error);
+        if resumable {
+            self.resumable.increment(1);
+            tracing::warn!(stream = %context.name, error = %reason, "{what}; reopening");
+        } else {
+            self.other.increment(1);
+            tracing::error!(stream = %context.name, error = %reason, "{what}, and resuming cannot fix it; retrying until it is fixed");
+        }
+        context.watch.failed(ReadFailure { reason, resumable });
+    }
+}
+
 /// The reader task's state besides the stream itself.
 struct Reader {
-    name: String,
-    collection: Collection<RawDocumentBuf>,
-    sink: mpsc::Sender<SourceMessage>,
-    settings: StreamSettings,
-    shutdown: CancellationToken,
+    context: ReaderContext,
     failures: Backoff,
 }
 
@@ -366,7 +447,7 @@ impl Reader {
     async fn report_if_fatal(&self, error: &mongodb::error::Error) -> bool {
         match fatal_source_error(error) {
             Some(fatal) => {
-                let _ = self.sink.send(SourceMessage::Failed(fatal)).await;
+                let _ = self.context.sink.send(SourceMessage::Failed(fatal)).await;
                 true
             }
             None => false,
@@ -374,11 +455,11 @@ impl Reader {
     }
 
     async fn reenable_post_images(&self) {
-        if self.settings.full_document == FullDocumentMode::PostImage
-            && self.settings.enable_post_images
-            && let Err(error) = enable_post_images(&self.collection).await
+        if self.context.settings.full_document == FullDocumentMode::PostImage
+            && self.context.settings.enable_post_images
+            && let Err(error) = enable_post_images(&self.context.collection).await
         {
-            tracing::warn!(stream = %self.name, %error, "re-enabling post-images after the collection was dropped failed");
+            tracing::warn!(stream = %self.context.name, %error, "re-enabling post-images after the collection was dropped failed");
         }
     }
 
@@ -387,18 +468,26 @@ impl Reader {
     async fn reopen(
         &mut self,
         token: Option<ResumeToken>,
+        errors: &ReadErrors,
     ) -> Option<ChangeStream<ChangeStreamEvent<RawDocumentBuf>>> {
         loop {
-            match open(&self.collection, &self.settings, token.clone()).await {
+            self.context.watch.asking();
+            match open(
+                &self.context.collection,
+                &self.context.settings,
+                token.clone(),
+            )
+            .await
+            {
                 Ok(stream) => return Some(stream),
                 Err(error) => {
                     if self.report_if_fatal(&error).await {
                         return None;
                     }
+                    errors.record(&self.context, &error, "reopening the change stream failed");
                     let pause = self.failures.next_delay();
-                    tracing::warn!(stream = %self.name, %error, retry_in_ms = pause.as_millis() as u64, "reopening the change stream failed");
                     tokio::select! {
-                        () = self.shutdown.cancelled() => return None,
+                        () = self.context.shutdown.cancelled() => return None,
                         () = tokio::time::sleep(pause) => {}
                     }
                 }

@@ -26,12 +26,14 @@ impl MongoConnectError {
     }
 }
 
-/// Builds a client named `app_name` (visible in MongoDB's logs and `currentOp`).
+/// Builds a client named `app_name` (visible in MongoDB's logs and `currentOp`), unless the
+/// URI names it (`appName=`): an operator running several instances can tell them apart, and a
+/// `failCommand` fail point can be scoped to one of them.
 pub async fn client(settings: &MongoSettings, app_name: &str) -> Result<Client, MongoConnectError> {
     let mut options = ClientOptions::parse(&settings.uri)
         .await
         .map_err(MongoConnectError::InvalidUri)?;
-    options.app_name = Some(app_name.to_owned());
+    options.app_name.get_or_insert_with(|| app_name.to_owned());
     options.server_selection_timeout =
         Some(Duration::from_millis(settings.server_selection_timeout_ms));
     Client::with_options(options).map_err(MongoConnectError::InvalidUri)

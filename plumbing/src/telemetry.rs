@@ -104,7 +104,8 @@ pub struct Health {
 }
 
 impl Health {
-    /// An empty registry; a process with no components is ready.
+    /// An empty registry. A process with no components is not ready: its work has not registered
+    /// what it depends on yet, and an orchestrator must not route to it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -118,11 +119,13 @@ impl Health {
         components.insert(component.to_owned(), state);
     }
 
-    /// Whether every component is ready.
+    /// Whether there is at least one component and every one is ready.
     pub fn is_ready(&self) -> bool {
-        self.snapshot()
-            .values()
-            .all(|state| *state == ComponentState::Ready)
+        let components = self.snapshot();
+        !components.is_empty()
+            && components
+                .values()
+                .all(|state| *state == ComponentState::Ready)
     }
 
     /// A copy of every component's state.
@@ -230,7 +233,7 @@ mod tests {
     #[test]
     fn health_is_ready_only_when_every_component_is() {
         let health = Health::new();
-        assert!(health.is_ready());
+        assert!(!health.is_ready(), "nothing registered yet is not ready");
         health.set("mongo", ComponentState::Starting);
         health.set("kafka", ComponentState::Ready);
         assert!(!health.is_ready());
