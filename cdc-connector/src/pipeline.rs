@@ -47,6 +47,7 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::{Client, Collection};
 use rdkafka::error::KafkaError;
+use storefront_plumbing::retry::Backoff;
 use storefront_plumbing::telemetry::{ComponentState, Health};
 use storefront_schemas::metadata::SourcePosition;
 use storefront_schemas::sensitive::Redaction;
@@ -144,6 +145,10 @@ pub struct StreamPipeline {
     /// Every change's records until Kafka acknowledged them: what the checkpoint may cover.
     in_flight: InFlight<KafkaDelivery>,
     last_saved: Instant,
+    /// No save is tried before this, after one failed because MongoDB was unreachable.
+    next_save_attempt: Instant,
+    /// Pauses between saves MongoDB did not take.
+    save_failures: Backoff,
     /// Once-per-id events published by this process (acknowledged or not), so a quick second
     /// change revealing the same fact is dropped before the ledger knows it.
     published_once: HashSet<String>,
@@ -225,6 +230,8 @@ impl StreamPipeline {
             health: context.health,
             in_flight: InFlight::new(),
             last_saved: Instant::now(),
+            next_save_attempt: Instant::now(),
+            save_failures: Backoff::default(),
             published_once: HashSet::new(),
             metrics: StreamMetrics::new(&namespace),
             conversion: Conversion {
@@ -714,24 +721,42 @@ impl StreamPipeline {
     }
 
     /// Saves the checkpoint when it moved and its interval passed (or `force`).
+    /// Saves the checkpoint when one is due. While MongoDB cannot be reached, a save that is not
+    /// forced is tried again later (with backoff) instead of stopping the stream: the changes it
+    /// covers stay unsaved, so a crash meanwhile re-publishes them, which is harmless. A forced
+    /// save (at shutdown) and every other failure stop the stream.
     async fn save_checkpoint(&mut self, force: bool) -> Result<(), StreamError> {
         let since_saved = self.last_saved.elapsed();
         self.metrics.checkpoint_age(since_saved);
+        if !force && Instant::now() < self.next_save_attempt {
+            return Ok(());
+        }
         let Some(checkpoint) =
             self.in_flight
                 .checkpoint_due(force, since_saved, self.save_intervals)
         else {
             return Ok(());
         };
-        self.store
+        let saved = self
+            .store
             .save(
                 &self.name,
                 checkpoint.token,
                 checkpoint.position,
                 checkpoint.once_ids,
             )
-            .await
-            .map_err(|e| self.checkpoint_error(e))?;
+            .await;
+        match saved {
+            Ok(()) => {}
+            Err(CheckpointError::Mongo(error)) if !force && source::is_transient(&error) => {
+                let pause = self.save_failures.next_delay();
+                self.next_save_attempt = Instant::now() + pause;
+                tracing::warn!(stream = %self.name, error = %storefront_plumbing::errors::chain(&error), retry_in_ms = pause.as_millis() as u64, "saving the checkpoint failed; it is tried again");
+                return Ok(());
+            }
+            Err(error) => return Err(self.checkpoint_error(error)),
+        }
+        self.save_failures.reset();
         self.in_flight.saved();
         self.last_saved = Instant::now();
         Ok(())

@@ -406,6 +406,17 @@ pub fn is_resumable(error: &mongodb::error::Error) -> bool {
     }
 }
 
+/// Whether `error` is MongoDB being unreachable or not answering in time (no server answered),
+/// which passes when the server is back.
+pub fn is_transient(error: &mongodb::error::Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::Io(_)
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::ConnectionPoolCleared { .. }
+    ) || error.contains_label("RetryableWriteError")
+}
+
 /// The `cdc_source_errors_total{collection, resumable}` counters of one stream.
 struct ReadErrors {
     resumable: metrics::Counter,
@@ -427,7 +438,7 @@ impl ReadErrors {
         let reason = storefront_plumbing::errors::chain(error);
         if resumable {
             self.resumable.increment(1);
-            tracing::warn!(stream = %context.name, error = %reason, "{what}; reopening");
+            tracing::warn!(stream = %context.name, error = %reason, "{what}; trying again");
         } else {
             self.other.increment(1);
             tracing::error!(stream = %context.name, error = %reason, "{what}, and resuming cannot fix it; retrying until it is fixed");

@@ -3,21 +3,11 @@
 //! ready again once the broker is back; every change is then in Kafka, none lost. Alone in its
 //! own test binary: it stops the shared local broker.
 
-use mongodb::bson::{Document, doc, oid::ObjectId};
-use storefront_schemas::topology::{Namespace, StorefrontNamespaces, StorefrontTopics};
-use storefront_tests::{DEADLINE, InProcess, TopicReader, eventually, http_get, stack, unique};
+use mongodb::bson::{Document, oid::ObjectId};
+use storefront_tests::{DEADLINE, InProcess, TopicReader, eventually, http_get, stack};
 
-fn customer(id: ObjectId, first_name: &str) -> Document {
-    doc! {
-        "_id": id,
-        "name": { "title": "Ms", "firstName": first_name, "lastName": "Lovelace" },
-        "contact": { "primaryPhone": "555-0100", "email": format!("{first_name}@example.com") },
-        "addresses": [{
-            "type": "SHIPPING", "description": "home", "address1": "1 Main St",
-            "city": "London", "state": "LDN", "postalCode": "N1"
-        }],
-    }
-}
+mod common;
+use common::{customer, metric_value};
 
 #[tokio::test]
 async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost() {
@@ -25,24 +15,7 @@ async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost()
         eprintln!("skipped: Kafka is external and cannot be stopped");
         return;
     }
-    let mut config = cdc_connector::config::ConnectorConfig {
-        mongo: stack().mongo_settings(),
-        kafka: stack().kafka_settings(),
-        http: storefront_plumbing::settings::HttpSettings::on_port(0),
-        sources: StorefrontNamespaces {
-            accounts: Namespace::new(unique("accounts"), "customer.accounts"),
-            orders: Namespace::new(unique("orders"), "customer.orders"),
-            fulfillment: Namespace::new(unique("fulfillment"), "fulfillment.requests"),
-        },
-        topics: StorefrontTopics {
-            customer_change: unique("customer"),
-            fulfillment_request: unique("fulfill"),
-            order_status_change: unique("status"),
-        },
-        ..Default::default()
-    };
-    config.checkpoints.database = unique("cdc_state");
-    config.stream.dead_letter_topic = unique("dead");
+    let mut config = common::config();
     config.stream.delivery_stall_ms = 2_000;
     let topic = config.topics.customer_change.clone();
     let stream = config.sources.accounts.to_string();
@@ -83,13 +56,10 @@ async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost()
     .await;
     assert!(failing.contains(&stream), "{failing}");
     let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
-    let metric = format!("cdc_oldest_unacknowledged_seconds{{collection=\"{stream}\"}} ");
-    let waited: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&metric))
-        .unwrap_or_else(|| panic!("{metric} missing:\n{metrics}"))
-        .parse()
-        .unwrap();
+    let waited = metric_value(
+        &metrics,
+        &format!("cdc_oldest_unacknowledged_seconds{{collection=\"{stream}\"}}"),
+    );
     assert!(waited >= 2.0, "the metric shows the wait: {waited}");
 
     stopped.start();

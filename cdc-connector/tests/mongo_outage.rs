@@ -1,0 +1,109 @@
+//! The MongoDB server stopped under a running connector: `/health` reports every stream failing
+//! within `stream.read_stall_ms` (plus a tick of the watch), with the wait as a metric, and the
+//! process keeps running (a checkpoint it cannot save is tried again); once MongoDB is back the
+//! streams are ready again and every change, before and after, is in Kafka. Alone in its own
+//! test binary: it stops the shared local MongoDB.
+
+use mongodb::bson::{Document, oid::ObjectId};
+use storefront_tests::{DEADLINE, InProcess, TopicReader, eventually, http_get, stack};
+
+mod common;
+use common::{customer, metric_value};
+
+#[tokio::test]
+async fn health_reports_mongodb_not_answering_and_recovers_with_nothing_lost() {
+    if !stack().local_mongo {
+        eprintln!("skipped: MongoDB is external and cannot be stopped");
+        return;
+    }
+    let mut config = common::config();
+    config.stream.max_await_ms = 500;
+    config.stream.read_stall_ms = 2_000;
+    // Saves come due during the outage, so the test sees them retried rather than fatal.
+    config.checkpoints.interval_ms = 100;
+    config.checkpoints.idle_interval_ms = 100;
+    config.mongo.server_selection_timeout_ms = 1_000;
+    let topic = config.topics.customer_change.clone();
+    let streams: Vec<String> = [
+        &config.sources.accounts,
+        &config.sources.orders,
+        &config.sources.fulfillment,
+    ]
+    .map(ToString::to_string)
+    .to_vec();
+    let connector = InProcess::start(|stop| cdc_connector::start(config.clone(), stop)).await;
+    let addr = connector.http_addr();
+    let customers = |client: mongodb::Client| {
+        client
+            .database(&config.sources.accounts.database)
+            .collection::<Document>(&config.sources.accounts.collection)
+    };
+    let mut reader = TopicReader::new(&[&topic]);
+    let before = ObjectId::new();
+    customers(stack().mongo_client().await)
+        .insert_one(customer(before, "Before"))
+        .await
+        .unwrap();
+    reader
+        .read_until(DEADLINE, "the change before the outage", |r| !r.is_empty())
+        .await;
+
+    let stopped = stack().stop_mongo();
+    let failing = eventually(
+        DEADLINE,
+        "/health to report every stream waiting for MongoDB",
+        async || {
+            http_get(addr, "/health")
+                .await
+                .filter(|(status, body)| {
+                    *status == 503 && body.matches("mongodb has not answered").count() == 3
+                })
+                .map(|(_, body)| body)
+        },
+    )
+    .await;
+    for stream in &streams {
+        assert!(failing.contains(&format!("stream {stream}")), "{failing}");
+    }
+    let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
+    let waited = metric_value(
+        &metrics,
+        &format!(
+            "cdc_source_unanswered_seconds{{collection=\"{}\"}}",
+            streams[0]
+        ),
+    );
+    assert!(waited >= 2.0, "the metric shows the wait: {waited}");
+
+    stopped.start();
+    storefront_tests::until_healthy(addr).await;
+    let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
+    let metric = format!(
+        "cdc_source_unanswered_seconds{{collection=\"{}\"}}",
+        streams[0]
+    );
+    assert!(
+        metric_value(&metrics, &metric) < 2.0,
+        "the wait is over once healthy: {metrics}"
+    );
+    let sentinel = ObjectId::new();
+    customers(stack().mongo_client().await)
+        .insert_one(customer(sentinel, "After"))
+        .await
+        .unwrap();
+    let key = |id: &ObjectId| id.to_hex();
+    let records = reader
+        .read_until(DEADLINE, "the sentinel after the outage", |r| {
+            r.iter()
+                .any(|record| record.key.as_deref() == Some(&key(&sentinel)))
+        })
+        .await
+        .to_vec();
+    connector.stop().await;
+    let mut keys: Vec<String> = records.iter().filter_map(|r| r.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut expected = vec![key(&before), key(&sentinel)];
+    expected.sort();
+    assert_eq!(keys, expected, "every change is in Kafka, none lost");
+}
