@@ -24,6 +24,10 @@
 // fullDocumentBeforeChange), which the library lacks.
 // And a query naming one exact `_id` among other conditions is served from the `_id` index
 // (EqualityFirstIndex) as MongoDB serves it; the library scans the whole collection for it.
+// And MongoDB's fault injection for tests: configureFailPoint with failCommand and
+// failGetMoreAfterCursorCheckout (FailPoints, applied per request by StackWireHandler), always
+// enabled here (MongoDB needs --setParameter enableTestCommands=1), plus our own
+// storefrontStarveChangeStream, which is not MongoDB's.
 
 import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
@@ -53,6 +57,7 @@ import de.bwaldvogel.mongo.wire.MongoExceptionHandler;
 import de.bwaldvogel.mongo.wire.MongoWireMessageEncoder;
 import de.bwaldvogel.mongo.wire.MongoWireProtocolHandler;
 import de.bwaldvogel.mongo.wire.MongoWireReplyEncoder;
+import de.bwaldvogel.mongo.wire.message.MessageHeader;
 import de.bwaldvogel.mongo.wire.message.MongoMessage;
 import de.bwaldvogel.mongo.wire.message.MongoQuery;
 import de.bwaldvogel.mongo.wire.message.MongoReply;
@@ -449,6 +454,9 @@ public class MongoTestServer {
 
         final AwaitData awaitData = new AwaitData();
 
+        /** configureFailPoint's fail points (in memory: a restart turns them off, as on MongoDB). */
+        final FailPoints failPoints = new FailPoints();
+
         StackCore(StackBackend backend, MVStore store) {
             this.backend = backend;
             this.oplog = new StackOplog(backend, store, awaitData::written);
@@ -518,6 +526,9 @@ public class MongoTestServer {
         }
 
         private Document handleCommandOf(Channel channel, String database, String command, Document query) {
+            if (command.equals("configureFailPoint")) { // case-sensitive, as MongoDB's command lookup
+                return failPoints.configure(database, query);
+            }
             String name = command.toLowerCase(Locale.ROOT);
             if (name.equals("aggregate") && isChangeStream(query)) {
                 return openChangeStream(database, query);
@@ -641,7 +652,60 @@ public class MongoTestServer {
             return response;
         }
 
-        private static boolean isChangeStream(Document query) {
+        /**
+         * failGetMoreAfterCursorCheckout for a getMore, evaluated where MongoDB does: once the
+         * cursor is found on the namespace the getMore names (else the getMore fails as usual:
+         * CursorNotFound, Unauthorized). When it fires, the cursor is deleted (MongoDB deletes a
+         * cursor whose getMore fails after checkout) and its error reply is returned; else null.
+         */
+        Document failGetMoreAfterCursorCheckout(String appName, String database, Document command) {
+            if (!(command.get("getMore") instanceof Number id)) {
+                return null;
+            }
+            Cursor cursor;
+            try {
+                cursor = backend.cursors().getCursor(id.longValue());
+            } catch (MongoServerException e) {
+                return null;
+            }
+            String requested = database + "." + command.get("collection");
+            String owner = cursorNamespaces.get(id.longValue());
+            if (owner != null && !owner.equals(requested)) {
+                return null;
+            }
+            Document failed = failPoints.failGetMore(appName, owner != null ? owner : requested,
+                    cursor instanceof ChangeStreamCursor, command);
+            if (failed != null) {
+                backend.cursors().remove(cursor);
+                cursorNamespaces.remove(id.longValue());
+            }
+            return failed;
+        }
+
+        /**
+         * The reply to a getMore starved by storefrontStarveChangeStream: an empty batch whose
+         * postBatchResumeToken is the newest oplog entry's high-water mark, as if every change up
+         * to now had been read, while the cursor keeps its position (its changes wait for the
+         * fail point to end). null if the cursor is gone meanwhile.
+         */
+        Document starvedBatch(String database, Document command, ChangeStreamCursor stream) {
+            try {
+                if (backend.cursors().getCursor(stream.getId()) != stream) {
+                    return null;
+                }
+            } catch (MongoServerException e) {
+                return null;
+            }
+            Document cursor = new Document("nextBatch", new ArrayList<>())
+                    .append("postBatchResumeToken", stream.newestHighWaterMark())
+                    .append("id", stream.getId())
+                    .append("ns", database + "." + command.get("collection"));
+            Document reply = new Document("cursor", cursor);
+            Utils.markOkay(reply);
+            return reply;
+        }
+
+        static boolean isChangeStream(Document query) {
             Object pipeline = query.get("pipeline");
             if (!(pipeline instanceof List) || ((List<?>) pipeline).isEmpty()) {
                 return false;
@@ -1073,8 +1137,458 @@ public class MongoTestServer {
         }
     }
 
+    // ---------------------------------------------------------------------------------------
+    // Fail points: MongoDB's configureFailPoint (a mongod started with
+    // --setParameter enableTestCommands=1), for the fault tests.
+    // ---------------------------------------------------------------------------------------
+
+    /**
+     * One fail point, as MongoDB's FailPoint (src/mongo/util/fail_point.cpp): a mode ("off",
+     * "alwaysOn", {times: n}: fires n times then turns itself off, {skip: n}: lets n evaluations
+     * pass then fires every time, {activationProbability: p}), its data, and how many times it
+     * fired since the server started (configureFailPoint answers that count as it was before).
+     * Only evaluations whose predicate accepts the data count towards times, skip and the count.
+     */
+    static final class FailPoint {
+        enum Mode { OFF, ALWAYS_ON, TIMES, SKIP, RANDOM }
+
+        private static final java.util.Random RANDOM = new java.security.SecureRandom();
+
+        private Mode mode = Mode.OFF;
+        private long value;
+        private Document data = new Document();
+        private long hits;
+
+        /**
+         * Sets mode and data from a configureFailPoint command, checked as FailPoint::parseBSON
+         * checks them (same codes and words); the hit count before this call.
+         */
+        synchronized long configure(Document command) {
+            Object modeValue = command.get("mode");
+            Mode newMode;
+            long newValue = 0;
+            if (modeValue == null) {
+                throw new MongoServerError(ErrorCodes.ILLEGAL_OPERATION, "IllegalOperation",
+                        "When setting a failpoint, you must supply a 'mode'");
+            } else if (modeValue instanceof String name) {
+                if (name.equals("off")) {
+                    newMode = Mode.OFF;
+                } else if (name.equals("alwaysOn")) {
+                    newMode = Mode.ALWAYS_ON;
+                } else {
+                    throw new MongoServerError(ErrorCodes.BAD_VALUE, "BadValue", "unknown mode: " + name);
+                }
+            } else if (modeValue instanceof Document spec) {
+                if (spec.containsKey("times")) {
+                    newMode = Mode.TIMES;
+                    newValue = count(spec, "times");
+                } else if (spec.containsKey("skip")) {
+                    newMode = Mode.SKIP;
+                    newValue = count(spec, "skip");
+                } else if (spec.containsKey("activationProbability")) {
+                    newMode = Mode.RANDOM;
+                    if (!(spec.get("activationProbability") instanceof Number p)) {
+                        throw new MongoServerError(ErrorCodes.TYPE_MISMATCH, "TypeMismatch",
+                                "the 'activationProbability' option to 'mode' must be a double between 0 and 1");
+                    }
+                    double probability = p.doubleValue();
+                    if (probability < 0 || probability > 1) {
+                        throw new MongoServerError(ErrorCodes.BAD_VALUE, "BadValue",
+                                "activationProbability must be between 0.0 and 1.0; found " + probability);
+                    }
+                    newValue = (long) (Integer.MAX_VALUE * probability);
+                } else {
+                    throw new MongoServerError(ErrorCodes.BAD_VALUE, "BadValue",
+                            "'mode' must be one of 'off', 'alwaysOn', '{times:n}', '{skip:n}' or '{activationProbability:p}'");
+                }
+            } else {
+                throw new MongoServerError(ErrorCodes.TYPE_MISMATCH, "TypeMismatch", "'mode' must be a string or JSON object");
+            }
+            Object newData = command.get("data");
+            if (newData != null && !(newData instanceof Document)) {
+                throw new MongoServerError(ErrorCodes.TYPE_MISMATCH, "TypeMismatch", "the 'data' option must be a JSON object");
+            }
+            long before = hits;
+            mode = newMode;
+            value = newValue;
+            data = newData == null ? new Document() : ((Document) newData).cloneDeeply();
+            return before;
+        }
+
+        private static long count(Document spec, String field) {
+            if (!(spec.get(field) instanceof Number number)) {
+                throw new MongoServerError(ErrorCodes.TYPE_MISMATCH, "TypeMismatch",
+                        "'" + field + "' option to 'mode' must be a number");
+            }
+            if (number.doubleValue() != Math.rint(number.doubleValue())) {
+                throw new MongoServerError(ErrorCodes.BAD_VALUE, "BadValue",
+                        "'" + field + "' option to 'mode' must be an integer");
+            }
+            long n = number.longValue();
+            if (n < 0) {
+                throw new MongoServerError(ErrorCodes.BAD_VALUE, "BadValue", "'" + field + "' option to 'mode' must be positive");
+            }
+            if (n > Integer.MAX_VALUE) {
+                throw new MongoServerError(ErrorCodes.BAD_VALUE, "BadValue", "'" + field + "' option to 'mode' is too large");
+            }
+            return n;
+        }
+
+        /** The data if the fail point fires for a request whose predicate accepts it, else null. */
+        synchronized Document evaluate(java.util.function.Predicate<Document> predicate) {
+            if (mode == Mode.OFF || !predicate.test(data)) {
+                return null;
+            }
+            boolean hit = switch (mode) {
+                case ALWAYS_ON -> true;
+                case RANDOM -> RANDOM.nextInt(Integer.MAX_VALUE) < value;
+                case TIMES -> {
+                    // MongoDB's nTimes: fires, and turns off once the count reaches 0 (so {times: 0} fires once)
+                    if (--value <= 0) {
+                        mode = Mode.OFF;
+                    }
+                    yield true;
+                }
+                case SKIP -> value <= 0 || --value < 0;
+                default -> false;
+            };
+            if (!hit) {
+                return null;
+            }
+            hits++;
+            return data;
+        }
+    }
+
+    /**
+     * The fail points configureFailPoint knows: MongoDB's failCommand and
+     * failGetMoreAfterCursorCheckout, and storefrontStarveChangeStream, which is ours (not
+     * MongoDB's). State is in memory: a restart turns them all off, as on MongoDB.
+     *
+     * failCommand follows CommandHelpers::shouldActivateFailCommandFailPoint and
+     * evaluateFailCommandFailPoint (src/mongo/db/commands.cpp, 6.0/7.0), evaluated when a command
+     * starts (before a getMore checks out its cursor or waits): never configureFailPoint itself;
+     * only clients whose handshake appName equals data.appName, commands whose namespace equals
+     * data.namespace, commands named in data.failCommands (by name or alias, case-sensitive) or
+     * any with data.failAllCommands; blockConnection + blockTimeMS delay the command, then
+     * closeConnection closes the connection without a reply, errorCode fails it ("Failing command
+     * via 'failCommand' failpoint"), else it runs; writeConcernError alone is added to the reply of
+     * a write command after it ran. errorLabels, when an array, replace the labels the server
+     * would add (an empty array: none).
+     */
+    static final class FailPoints {
+        static final String FAIL_COMMAND = "failCommand";
+        static final String FAIL_GET_MORE = "failGetMoreAfterCursorCheckout";
+        static final String STARVE = "storefrontStarveChangeStream";
+        static final String FAIL_COMMAND_MESSAGE = "Failing command via 'failCommand' failpoint";
+
+        /** Commands that take a write concern (Command::supportsWriteConcern), by canonical name. */
+        private static final Set<String> WRITE_CONCERN_COMMANDS = Set.of("insert", "update", "delete",
+                "findAndModify", "create", "drop", "dropDatabase", "renameCollection", "createIndexes", "dropIndexes",
+                "collMod");
+
+        /** Command aliases (Command::hasAlias); other names match only themselves. */
+        private static final Map<String, String> ALIASES = Map.of("findandmodify", "findAndModify",
+                "ismaster", "isMaster", "buildinfo", "buildInfo", "dbstats", "dbStats", "collstats", "collStats");
+
+        private final FailPoint failCommand = new FailPoint();
+        private final FailPoint failGetMore = new FailPoint();
+        private final FailPoint starve = new FailPoint();
+
+        /** The version the server reports: one code's name and category changed in 6.1. */
+        volatile ReportedVersion version = ReportedVersion.MONGO_6_0;
+
+        /** What failCommand does to a command: block, then close or answer `error`, or run it. */
+        record Action(long blockMillis, boolean closeConnection, Document error) {
+        }
+
+        /** configureFailPoint (admin only): {count: <times fired before>, ok: 1}. */
+        Document configure(String database, Document command) {
+            if (!database.equals("admin")) {
+                throw new MongoServerError(13, "Unauthorized",
+                        "configureFailPoint may only be run against the admin database.");
+            }
+            Object name = command.get("configureFailPoint");
+            FailPoint failPoint = FAIL_COMMAND.equals(name) ? failCommand
+                    : FAIL_GET_MORE.equals(name) ? failGetMore
+                    : STARVE.equals(name) ? starve : null;
+            if (failPoint == null) {
+                throw new MongoServerError(266, "FailPointSetFailed", (name instanceof String s ? s : "") + " not found");
+            }
+            long count = failPoint.configure(command);
+            Document reply = new Document("count", count <= Integer.MAX_VALUE ? (Object) (int) count : (Object) count);
+            Utils.markOkay(reply);
+            return reply;
+        }
+
+        /** failCommand for a command that starts now; null when it does not fire (the command runs). */
+        Action failCommand(String appName, StackWireHandler.Request request) {
+            String command = request.name();
+            if (command.equals("configureFailPoint")) {
+                return null; // never failed, even when listed
+            }
+            String ns = namespaceOf(request);
+            Document data = failCommand.evaluate(d -> activates(d, appName, ns, command, d.get("failCommands"))
+                    && (isTrue(d, "closeConnection") || isTrue(d, "blockConnection") || errorCode(d) != null));
+            if (data == null) {
+                return null;
+            }
+            long blockMillis = 0;
+            if (isTrue(data, "blockConnection")) {
+                Object time = data.get("blockTimeMS");
+                if (!(time instanceof Number number) || number.doubleValue() != Math.rint(number.doubleValue())) {
+                    return new Action(0, false, error(ErrorCodes.INVALID_OPTIONS,
+                            "must specify 'blockTimeMS' when 'blockConnection' is true", data, command, request.body(),
+                            false));
+                }
+                if (number.longValue() < 0) {
+                    return new Action(0, false, error(ErrorCodes.INVALID_OPTIONS, "'blockTimeMS' must be non-negative",
+                            data, command, request.body(), false));
+                }
+                blockMillis = number.longValue();
+            }
+            if (isTrue(data, "closeConnection")) {
+                return new Action(blockMillis, true, null);
+            }
+            Integer code = errorCode(data);
+            if (code == null) {
+                return new Action(blockMillis, false, null);
+            }
+            boolean changeStream = command.equals("aggregate") && StackCore.isChangeStream(request.body());
+            return new Action(blockMillis, false,
+                    error(code, FAIL_COMMAND_MESSAGE, data, command, request.body(), changeStream));
+        }
+
+        /**
+         * failCommand's writeConcernError for a write command that runs now: the fields to add to
+         * its reply (writeConcernError, errorLabels), or null.
+         */
+        Document writeConcernError(String appName, StackWireHandler.Request request) {
+            String command = canonical(request.name());
+            if (!WRITE_CONCERN_COMMANDS.contains(command)) {
+                return null;
+            }
+            String ns = namespaceOf(request);
+            Document data = failCommand.evaluate(d -> activates(d, appName, ns, command, d.get("failCommands"))
+                    && d.containsKey("writeConcernError"));
+            if (data == null) {
+                return null;
+            }
+            Document added = new Document("writeConcernError", data.get("writeConcernError"));
+            List<String> labels;
+            if (data.get("errorLabels") instanceof List<?> given) {
+                labels = given.stream().map(String::valueOf).toList();
+            } else {
+                Object wceCode = data.get("writeConcernError") instanceof Document wce ? wce.get("code") : null;
+                labels = wceCode instanceof Number n && isRetryableWrite(request.body())
+                        && ServerErrors.isRetriable(n.intValue()) ? List.of("RetryableWriteError") : List.of();
+            }
+            if (!labels.isEmpty()) {
+                added.append("errorLabels", labels);
+            }
+            return added;
+        }
+
+        /**
+         * failGetMoreAfterCursorCheckout for a getMore whose cursor (namespace `cursorNs`) was
+         * found: its error reply, or null. MongoDB raises it after checking the cursor out, so the
+         * server knows a change stream's getMore and labels the error as its own (unlike
+         * failCommand's, which fires before: SERVER-46091), and the cursor is deleted.
+         */
+        Document failGetMore(String appName, String cursorNs, boolean changeStream, Document body) {
+            Document data = failGetMore.evaluate(d -> activates(d, appName, cursorNs, "getMore", List.of("getMore")));
+            if (data == null) {
+                return null;
+            }
+            int code = data.get("errorCode") instanceof Number n ? n.intValue() : 1; // InternalError
+            return error(code, "Hit the 'failGetMoreAfterCursorCheckout' failpoint", null, "getMore", body, changeStream);
+        }
+
+        /**
+         * storefrontStarveChangeStream (ours, not MongoDB's): whether a getMore on a change stream
+         * watching `scope` is starved now (data.namespace names its collection, "db.coll", or
+         * database, "db"; data.appName, if given, its client).
+         */
+        boolean starves(String appName, Scope scope) {
+            return starve.evaluate(d -> {
+                if (d.containsKey("appName") && !Objects.equals(d.get("appName"), appName)) {
+                    return false;
+                }
+                Object ns = d.get("namespace");
+                return scope.database != null && ns instanceof String s
+                        && (scope.collection == null ? s.equals(scope.database)
+                        : s.equals(scope.database + "." + scope.collection));
+            }) != null;
+        }
+
+        /** shouldActivateFailCommandFailPoint, with `failCommands` as the commands listed. */
+        private static boolean activates(Document data, String appName, String ns, String command, Object failCommands) {
+            if (data.containsKey("threadName")) {
+                return false; // MongoDB's thread names ("conn12") do not exist here
+            }
+            if (data.containsKey("appName")
+                    && !Objects.equals(data.get("appName") instanceof String s ? s : "", appName == null ? "" : appName)) {
+                return false;
+            }
+            if (data.containsKey("namespace") && !Objects.equals(data.get("namespace"), ns)) {
+                return false;
+            }
+            if (data.containsKey("failAllCommands")) {
+                return true;
+            }
+            if (failCommands instanceof List<?> names) {
+                for (Object name : names) {
+                    if (name instanceof String s && canonical(s).equals(canonical(command))) {
+                        return true;
+                    }
+                }
+            }
+            return false;
+        }
+
+        private static String canonical(String name) {
+            return ALIASES.getOrDefault(name, name);
+        }
+
+        /** The namespace MongoDB's command invocation reports (ns()), which data.namespace names. */
+        static String namespaceOf(StackWireHandler.Request request) {
+            Object target = request.body().get(request.name());
+            if (request.name().equals("getMore")) {
+                target = request.body().get("collection");
+            }
+            if (target instanceof String collection && !collection.isEmpty()) {
+                return request.database() + "." + collection;
+            }
+            if (request.name().equals("aggregate")) {
+                return request.database() + ".$cmd.aggregate";
+            }
+            return request.database();
+        }
+
+        private static boolean isTrue(Document data, String field) {
+            return data.get(field) instanceof Boolean b && b; // bsonExtractBooleanField: a boolean only
+        }
+
+        /** data.errorCode when it is an integral number (bsonExtractIntegerField), else null. */
+        private static Integer errorCode(Document data) {
+            return data.get("errorCode") instanceof Number n && n.doubleValue() == Math.rint(n.doubleValue())
+                    ? n.intValue() : null;
+        }
+
+        /** A retryable write: a txnNumber outside a transaction (no autocommit). */
+        private static boolean isRetryableWrite(Document body) {
+            return body.containsKey("txnNumber") && !body.containsKey("autocommit");
+        }
+
+        /**
+         * An error reply as MongoDB shapes it: {ok: 0, errmsg, code, codeName, errorLabels?}.
+         * A code whose error must carry extra info (StaleConfig, DuplicateKey...) without
+         * data.errorExtraInfo becomes 40671, as a release build of MongoDB replaces it. Labels:
+         * data.errorLabels when it is an array, else the server's own (ErrorLabelBuilder, 6.0/7.0):
+         * RetryableWriteError for a retryable write failing with a retriable code;
+         * ResumableChangeStreamError for an aggregate or getMore the server knows is a change
+         * stream's, failing with a retriable, network or retargeting code, RetryChangeStream or
+         * FailedToSatisfyReadPreference; NonResumableChangeStreamError for ChangeStreamFatalError
+         * and ChangeStreamHistoryLost.
+         */
+        private Document error(int code, String message, Document data, String command, Document body,
+                               boolean changeStream) {
+            Object extra = data == null ? null : data.get("errorExtraInfo");
+            int effective = code;
+            String errmsg = message;
+            if (ServerErrors.REQUIRES_EXTRA_INFO.contains(code) && !(extra instanceof Document)) {
+                effective = 40671;
+                errmsg = "Missing required extra info for error code " + code;
+            }
+            Document reply = new Document("ok", 0.0)
+                    .append("errmsg", errmsg)
+                    .append("code", effective)
+                    .append("codeName", ServerErrors.codeName(effective, version));
+            if (extra instanceof Document info && ServerErrors.HAS_EXTRA_INFO.contains(effective)) {
+                info.forEach(reply::putIfAbsent);
+            }
+            List<String> labels;
+            if (data != null && data.get("errorLabels") instanceof List<?> given) {
+                labels = given.stream().map(String::valueOf).toList();
+            } else if (isRetryableWrite(body) && ServerErrors.isRetriable(effective)) {
+                labels = List.of("RetryableWriteError");
+            } else if ((command.equals("aggregate") || command.equals("getMore")) && changeStream
+                    && ServerErrors.isResumableChangeStreamError(effective, version)) {
+                labels = List.of("ResumableChangeStreamError");
+            } else if (effective == ErrorCodes.CHANGE_STREAM_FATAL || effective == ErrorCodes.CHANGE_STREAM_HISTORY_LOST) {
+                labels = List.of("NonResumableChangeStreamError");
+            } else {
+                labels = List.of();
+            }
+            if (!labels.isEmpty()) {
+                reply.append("errorLabels", labels);
+            }
+            return reply;
+        }
+    }
+
+    /** MongoDB's names and categories of the error codes fault tests use (error_codes.yml, 6.0/7.0). */
+    static final class ServerErrors {
+        private static final Map<Integer, String> NAMES = Map.ofEntries(
+                Map.entry(1, "InternalError"), Map.entry(2, "BadValue"), Map.entry(6, "HostUnreachable"),
+                Map.entry(7, "HostNotFound"), Map.entry(8, "UnknownError"), Map.entry(11, "UserNotFound"),
+                Map.entry(13, "Unauthorized"), Map.entry(14, "TypeMismatch"), Map.entry(20, "IllegalOperation"),
+                Map.entry(24, "LockTimeout"), Map.entry(26, "NamespaceNotFound"), Map.entry(43, "CursorNotFound"),
+                Map.entry(50, "MaxTimeMSExpired"), Map.entry(59, "CommandNotFound"),
+                Map.entry(64, "WriteConcernFailed"), Map.entry(72, "InvalidOptions"),
+                Map.entry(89, "NetworkTimeout"), Map.entry(91, "ShutdownInProgress"), Map.entry(100, "UnsatisfiableWriteConcern"),
+                Map.entry(112, "WriteConflict"), Map.entry(133, "FailedToSatisfyReadPreference"),
+                Map.entry(134, "ReadConcernMajorityNotAvailableYet"), Map.entry(136, "CappedPositionLost"),
+                Map.entry(150, "StaleEpoch"), Map.entry(189, "PrimarySteppedDown"), Map.entry(234, "RetryChangeStream"),
+                Map.entry(237, "CursorKilled"), Map.entry(251, "NoSuchTransaction"), Map.entry(260, "InvalidResumeToken"),
+                Map.entry(262, "ExceededTimeLimit"), Map.entry(266, "FailPointSetFailed"),
+                Map.entry(280, "ChangeStreamFatalError"), Map.entry(286, "ChangeStreamHistoryLost"),
+                Map.entry(9001, "SocketException"), Map.entry(10107, "NotWritablePrimary"),
+                Map.entry(11000, "DuplicateKey"), Map.entry(11600, "InterruptedAtShutdown"),
+                Map.entry(11601, "Interrupted"), Map.entry(11602, "InterruptedDueToReplStateChange"),
+                Map.entry(13388, "StaleConfig"), Map.entry(13435, "NotPrimaryNoSecondaryOk"),
+                Map.entry(13436, "NotPrimaryOrSecondary"), Map.entry(50915, "BackupCursorOpenConflictWithCheckpoint"));
+
+        /** The RetriableError category. */
+        private static final Set<Integer> RETRIABLE = Set.of(6, 7, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602,
+                13435, 13436, 50915);
+        /** The NetworkError category. */
+        private static final Set<Integer> NETWORK = Set.of(6, 7, 89, 9001);
+
+        /** Codes whose errors must carry extra info (no extraIsOptional). */
+        static final Set<Integer> REQUIRES_EXTRA_INFO = Set.of(65, 121, 169, 227, 249, 283, 11000, 13388);
+        /** Codes whose errors may carry extra info (errorExtraInfo's fields are added to the reply). */
+        static final Set<Integer> HAS_EXTRA_INFO = Set.of(65, 91, 121, 143, 169, 227, 249, 283, 11000, 13388);
+
+        /**
+         * MongoDB's codeName; "Location<code>" for a code it has no name for (as
+         * ErrorCodes::errorString), and for any code missing from this table. 63 was
+         * StaleShardVersion until 6.0 and is OBSOLETE_StaleShardVersion from 6.1.
+         */
+        static String codeName(int code, ReportedVersion version) {
+            if (code == 63) {
+                return version == ReportedVersion.MONGO_6_0 ? "StaleShardVersion" : "OBSOLETE_StaleShardVersion";
+            }
+            return NAMES.getOrDefault(code, "Location" + code);
+        }
+
+        static boolean isRetriable(int code) {
+            return RETRIABLE.contains(code);
+        }
+
+        /** The codes ErrorLabelBuilder::isResumableChangeStreamError accepts. */
+        static boolean isResumableChangeStreamError(int code, ReportedVersion version) {
+            boolean retargeting = code == 150 || code == 13388 || (code == 63 && version == ReportedVersion.MONGO_6_0);
+            return RETRIABLE.contains(code) || NETWORK.contains(code) || retargeting || code == 234 || code == 133;
+        }
+    }
+
     /**
      * Per connection, between the wire decoder and the library's command handler:
+     * - applies the fail points (FailPoints) to each request before it runs, as MongoDB
+     *   evaluates failCommand when a command starts: blocks it (blockConnection, without blocking
+     *   the event loop), closes the connection, or answers the error itself; remembers the
+     *   client's handshake appName, which fail points can be scoped to;
      * - holds back a change stream's getMore that has nothing to return (AwaitData), and the
      *   commands behind it on the same connection, so the connection's reply order stays the
      *   request order while its event loop serves other connections;
@@ -1083,18 +1597,54 @@ public class MongoTestServer {
      * - answers hello/isMaster as a replica set's primary when the server runs with a set name.
      */
     static final class StackWireHandler extends ChannelDuplexHandler {
+        private static final java.util.concurrent.atomic.AtomicInteger REPLY_IDS =
+                new java.util.concurrent.atomic.AtomicInteger();
+
         private final StackCore core;
         private final ReplicaSet replicaSet;
         private final ArrayDeque<Object> behind = new ArrayDeque<>();
-        private MongoMessage held;
+        /** The request held back (awaitData, blockConnection, a starved getMore), or null. */
+        private Object held;
+        /** What serves the held request once it is released. */
+        private Runnable serveHeld;
+        /** The cursor the held request waits on with AwaitData, or 0. */
         private long heldCursor;
         private ScheduledFuture<?> heldTimeout;
+        /** Tells a late wake-up of an earlier hold from the current one. */
+        private long holdGeneration;
         /** The command name of the request being served (no pipelining within a connection). */
         private String serving = "";
+        /** The appName of the connection's handshake, as MongoDB's ClientMetadata keeps it. */
+        private String appName;
+        private boolean handshakeSeen;
+        /** Fields a fail point adds to the reply of the request being served (writeConcernError). */
+        private Document addToReply;
 
         StackWireHandler(StackCore core, ReplicaSet replicaSet) {
             this.core = core;
             this.replicaSet = replicaSet;
+        }
+
+        /** A command request: its database, its name as sent and its body. */
+        record Request(String database, String name, Document body) {
+            /** null for anything that is not a command (a legacy OP_QUERY on a collection). */
+            static Request of(Object msg) {
+                if (msg instanceof MongoMessage message) {
+                    Document command = message.getDocument();
+                    command.remove("$clusterTime");
+                    return command.isEmpty() ? null
+                            : new Request(message.getDatabaseName(), command.keySet().iterator().next(), command);
+                }
+                if (msg instanceof MongoQuery query && query.getCollectionName().equals("$cmd")
+                        && query.getQuery() != null && !query.getQuery().isEmpty()) {
+                    Document command = query.getQuery();
+                    if (command.get("$query") instanceof Document wrapped && !wrapped.isEmpty()) {
+                        command = wrapped;
+                    }
+                    return new Request(query.getDatabaseName(), command.keySet().iterator().next(), command);
+                }
+                return null;
+            }
         }
 
         @Override
@@ -1107,40 +1657,121 @@ public class MongoTestServer {
         }
 
         private void dispatch(ChannelHandlerContext ctx, Object msg) {
-            if (msg instanceof MongoMessage message) {
-                Document command = message.getDocument();
-                command.remove("$clusterTime");
-                serving = command.isEmpty() ? "" : command.keySet().iterator().next().toLowerCase(Locale.ROOT);
-                ChangeStreamCursor stream = serving.equals("getmore")
-                        ? core.awaitable(message.getDatabaseName(), command) : null;
-                // await() is false, and nothing is held, when the cursor has something to return.
-                if (stream != null && core.awaitData.await(stream, () -> ctx.executor().execute(() -> release(ctx)))) {
-                    held = message;
-                    heldCursor = stream.getId();
-                    heldTimeout = ctx.executor().schedule(() -> release(ctx), AwaitData.millis(command),
-                            TimeUnit.MILLISECONDS);
+            Request request = Request.of(msg);
+            if (request == null) {
+                serving = "";
+                ctx.fireChannelRead(msg);
+                return;
+            }
+            serving = request.name().toLowerCase(Locale.ROOT);
+            rememberHandshake(request);
+            FailPoints.Action action = core.failPoints.failCommand(appName, request);
+            if (action == null) {
+                serve(ctx, msg, request);
+            } else if (action.blockMillis() > 0) {
+                hold(ctx, msg, 0, action.blockMillis(), () -> afterFailCommand(ctx, msg, request, action));
+            } else {
+                afterFailCommand(ctx, msg, request, action);
+            }
+        }
+
+        /** MongoDB keeps the client metadata of a connection's first hello that carries it. */
+        private void rememberHandshake(Request request) {
+            if (handshakeSeen || !(serving.equals("hello") || serving.equals("ismaster"))
+                    || !(request.body().get("client") instanceof Document client)) {
+                return;
+            }
+            handshakeSeen = true;
+            if (client.get("application") instanceof Document application
+                    && application.get("name") instanceof String name) {
+                appName = name;
+            }
+        }
+
+        /** After a failCommand's block: close the connection, answer its error, or run the command. */
+        private void afterFailCommand(ChannelHandlerContext ctx, Object msg, Request request,
+                                      FailPoints.Action action) {
+            if (action.closeConnection()) {
+                behind.clear();
+                ctx.close(); // no reply, as MongoDB ends the session
+            } else if (action.error() != null) {
+                reply(ctx, msg, action.error());
+            } else {
+                serve(ctx, msg, request);
+            }
+        }
+
+        private void serve(ChannelHandlerContext ctx, Object msg, Request request) {
+            if (request.name().equals("getMore") && msg instanceof MongoMessage) {
+                Document failed = core.failGetMoreAfterCursorCheckout(appName, request.database(), request.body());
+                if (failed != null) {
+                    reply(ctx, msg, failed);
                     return;
                 }
-            } else if (msg instanceof MongoQuery query) {
-                Document command = query.getQuery();
-                serving = command == null || command.isEmpty() ? ""
-                        : command.keySet().iterator().next().toLowerCase(Locale.ROOT);
+                ChangeStreamCursor stream = core.awaitable(request.database(), request.body());
+                long millis = AwaitData.millis(request.body());
+                if (stream != null && core.failPoints.starves(appName, stream.scope())) {
+                    hold(ctx, msg, 0, millis, () -> answerStarved(ctx, msg, request, stream));
+                    return;
+                }
+                long generation = holdGeneration + 1;
+                // await() is false, and nothing is registered, when the cursor has something to return.
+                if (stream != null && core.awaitData.await(stream,
+                        () -> ctx.executor().execute(() -> release(ctx, generation)))) {
+                    hold(ctx, msg, stream.getId(), millis, () -> ctx.fireChannelRead(msg));
+                    return;
+                }
             }
+            addToReply = core.failPoints.writeConcernError(appName, request);
             ctx.fireChannelRead(msg);
         }
 
-        /** Serves the held getMore (woken or timed out), then whatever queued behind it. */
-        private void release(ChannelHandlerContext ctx) {
-            if (held == null) {
+        /** A starved getMore: an empty batch whose resume token is now, unless its cursor is gone. */
+        private void answerStarved(ChannelHandlerContext ctx, Object msg, Request request, ChangeStreamCursor stream) {
+            Document batch = core.starvedBatch(request.database(), request.body(), stream);
+            if (batch == null) {
+                ctx.fireChannelRead(msg); // the library answers CursorNotFound
+            } else {
+                reply(ctx, msg, batch);
+            }
+        }
+
+        /** Holds `msg` (and what arrives behind it) until release: a wake-up, or `millis`. */
+        private void hold(ChannelHandlerContext ctx, Object msg, long cursor, long millis, Runnable serve) {
+            long generation = ++holdGeneration;
+            held = msg;
+            serveHeld = serve;
+            heldCursor = cursor;
+            heldTimeout = ctx.executor().schedule(() -> release(ctx, generation), millis, TimeUnit.MILLISECONDS);
+        }
+
+        /** Serves the held request (woken or timed out), then whatever queued behind it. */
+        private void release(ChannelHandlerContext ctx, long generation) {
+            if (held == null || generation != holdGeneration) {
                 return;
             }
             heldTimeout.cancel(false);
-            core.awaitData.cancel(heldCursor);
-            MongoMessage message = held;
+            if (heldCursor != 0) {
+                core.awaitData.cancel(heldCursor);
+            }
+            Runnable serve = serveHeld;
             held = null;
-            ctx.fireChannelRead(message);
-            while (held == null && !behind.isEmpty()) {
+            serveHeld = null;
+            heldCursor = 0;
+            serve.run();
+            while (held == null && !behind.isEmpty() && ctx.channel().isActive()) {
                 dispatch(ctx, behind.poll());
+            }
+        }
+
+        /** Answers `request` with `document` ourselves (the library never sees it). */
+        private void reply(ChannelHandlerContext ctx, Object request, Document document) {
+            if (request instanceof MongoMessage message) {
+                ctx.channel().writeAndFlush(new MongoMessage(ctx.channel(), new MessageHeader(
+                        REPLY_IDS.incrementAndGet(), message.getHeader().getRequestID()), document));
+            } else if (request instanceof MongoQuery query) {
+                ctx.channel().writeAndFlush(new MongoReply(new MessageHeader(
+                        REPLY_IDS.incrementAndGet(), query.getHeader().getRequestID()), document));
             }
         }
 
@@ -1148,8 +1779,11 @@ public class MongoTestServer {
         public void channelInactive(ChannelHandlerContext ctx) throws Exception {
             if (held != null) {
                 heldTimeout.cancel(false);
-                core.awaitData.cancel(heldCursor);
+                if (heldCursor != 0) {
+                    core.awaitData.cancel(heldCursor);
+                }
                 held = null;
+                serveHeld = null;
             }
             behind.clear();
             super.channelInactive(ctx);
@@ -1159,6 +1793,10 @@ public class MongoTestServer {
         public void write(ChannelHandlerContext ctx, Object msg, ChannelPromise promise) throws Exception {
             boolean hello = serving.equals("hello") || serving.equals("ismaster");
             if (msg instanceof MongoMessage reply) {
+                if (addToReply != null) {
+                    addToReply.forEach((key, value) -> reply.getDocument().putIfAbsent(key, value));
+                    addToReply = null;
+                }
                 BsonTimestamp time = core.oplog.operationTime();
                 if (hello) {
                     replicaSet.describe(reply.getDocument(), time);
@@ -1267,6 +1905,7 @@ public class MongoTestServer {
         static final int INVALID_OPTIONS = 72;
         static final int INVALID_RESUME_TOKEN = 260;
         static final int CHANGE_STREAM_FATAL = 280;
+        static final int CHANGE_STREAM_HISTORY_LOST = 286;
         static final int BAD_VALUE = 2;
         static final int TYPE_MISMATCH = 14;
         static final int NAMESPACE_NOT_FOUND = 26;
@@ -1969,6 +2608,11 @@ public class MongoTestServer {
             return resumeToken;
         }
 
+        /** A high-water-mark token at the newest oplog entry, past this cursor's position. */
+        synchronized Document newestHighWaterMark() {
+            return highWaterMark(oplog.lastSeq());
+        }
+
         Scope scope() {
             return scope;
         }
@@ -2363,6 +3007,7 @@ public class MongoTestServer {
         backend.version(version);
 
         backend.enableOplog(); // installs our StackOplog (createOplog); without it no change events
+        ((StackBackend) backend).core().failPoints.version = version; // error code 63 changed in 6.1
         StackServer server = new StackServer(backend, ((StackBackend) backend).core());
 
         CountDownLatch stopped = new CountDownLatch(1);

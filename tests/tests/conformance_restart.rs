@@ -32,6 +32,15 @@ async fn write_sentinel(coll: &Collection<Document>) -> Document {
     sentinel
 }
 
+/// A client whose handshake names `app_name` (fail points can be scoped to it).
+async fn client_named(app_name: &str) -> mongodb::Client {
+    let mut options = mongodb::options::ClientOptions::parse(&stack().mongo_uri)
+        .await
+        .unwrap();
+    options.app_name = Some(app_name.to_owned());
+    mongodb::Client::with_options(options).unwrap()
+}
+
 fn assert_is_insert_of(event: &Event, document: &Document, stream: &str) {
     assert_eq!(
         (&event.operation_type, event.full_document.as_ref()),
@@ -45,7 +54,8 @@ fn assert_is_insert_of(event: &Event, document: &Document, stream: &str) {
 /// and re-created before, with updateLookup; a token kept from before the restart resumes
 /// exactly after it (events written before and after the restart, none twice, none extra); an
 /// open stream resumes by itself across the restart and delivers the same events (same tokens,
-/// cluster times, operations and documents); cluster times keep growing.
+/// cluster times, operations and documents); cluster times keep growing; a fail point set
+/// before the restart is gone after it (fail points live in memory, as on MongoDB).
 #[tokio::test]
 async fn a_token_from_before_a_restart_resumes_exactly() {
     if !stack().local_mongo {
@@ -92,7 +102,32 @@ async fn a_token_from_before_a_restart_resumes_exactly() {
     };
     let old_cursor = open_cursor(&client.database(&database)).await;
 
+    // A failCommand fail point scoped to a client of its own, so no other client is failed.
+    let app_name = unique("conformance_restart_app");
+    client
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["ping"], "errorCode": 2, "appName": &app_name },
+        })
+        .await
+        .unwrap();
+    let ping = doc! { "ping": 1 };
+    client_named(&app_name)
+        .await
+        .database("admin")
+        .run_command(ping.clone())
+        .await
+        .expect_err("the fail point is on");
+
     stack().restart_mongo();
+    client_named(&app_name)
+        .await
+        .database("admin")
+        .run_command(ping)
+        .await
+        .expect("a restart turns every fail point off");
     // A new client: the old one's pooled connections died with the server (commands sent with
     // `run_command` are not retried on a new connection).
     let db = stack().mongo_client().await.database(&database);
