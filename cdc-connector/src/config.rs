@@ -46,6 +46,9 @@ pub struct ConnectorConfig {
     /// Where resume tokens and the once-per-id ledger are kept.
     #[serde(default)]
     pub checkpoints: CheckpointSettings,
+    /// One active process per set of streams, others standing by.
+    #[serde(default)]
+    pub lease: LeaseSettings,
     /// Fields whose values never leave their source, beyond the contract's (`creditCards` of
     /// `customer.accounts`, always sensitive): dotted paths per source, such as
     /// `accounts = ["contact.email"]`. Their values are replaced by a marker as each document is
@@ -134,6 +137,37 @@ impl Default for StreamSettings {
             dead_letter_topic: "storefront-cdc.connector.dead-letter".to_owned(),
             full_document: FullDocumentMode::PostImage,
             enable_post_images: true,
+        }
+    }
+}
+
+/// One active connector process per set of streams: a lease in MongoDB (see the `lease` module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseSettings {
+    /// Take the lease before streaming. Turn it off only where one process is guaranteed (it
+    /// saves the wait of `ttl_ms` when a crashed process is restarted).
+    pub enabled: bool,
+    /// The lease's name; processes with the same name share it. Default: derived from the
+    /// watched namespaces, so instances that split the sources (`stream.watch`) do not compete.
+    pub name: Option<String>,
+    /// How long a lease stays valid after its holder's last renewal, in milliseconds: a standby
+    /// takes over this long after the holder stopped renewing.
+    pub ttl_ms: u64,
+    /// How often the holder renews, in milliseconds (at most a third of `ttl_ms`).
+    pub renew_interval_ms: u64,
+    /// Collection of lease documents, in `checkpoints.database`.
+    pub collection: String,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            name: None,
+            ttl_ms: 10_000,
+            renew_interval_ms: 2_000,
+            collection: "leases".to_owned(),
         }
     }
 }
@@ -249,6 +283,7 @@ impl Default for ConnectorConfig {
             new_topics: NewTopicSettings::default(),
             stream: StreamSettings::default(),
             checkpoints: CheckpointSettings::default(),
+            lease: LeaseSettings::default(),
             sensitive: SensitiveFields::default(),
         }
     }
@@ -278,6 +313,20 @@ impl Validate for ConnectorConfig {
         }
         if self.stream.delivery_stall_ms == 0 {
             problems.push("stream.delivery_stall_ms must be at least 1".into());
+        }
+        if self.lease.ttl_ms < 500 {
+            problems.push("lease.ttl_ms must be at least 500".into());
+        }
+        if self.lease.renew_interval_ms == 0 || self.lease.renew_interval_ms * 3 > self.lease.ttl_ms
+        {
+            problems.push(format!(
+                "lease.renew_interval_ms ({}) must be at least 1 and at most a third of \
+                 lease.ttl_ms ({}), so one late renewal does not expire the lease",
+                self.lease.renew_interval_ms, self.lease.ttl_ms
+            ));
+        }
+        if self.lease.name.as_deref().is_some_and(str::is_empty) {
+            problems.push("lease.name must not be empty".into());
         }
         if self.stream.read_stall_ms <= self.stream.max_await_ms {
             problems.push(format!(
@@ -322,6 +371,23 @@ impl Validate for ConnectorConfig {
                     .map(|p| p.replace(&format!("{key}."), "checkpoints.")),
             );
         }
+        problems.extend(
+            Namespace::new(
+                self.checkpoints.database.clone(),
+                self.lease.collection.clone(),
+            )
+            .problems("lease.collection")
+            .into_iter()
+            .map(|p| p.replace("lease.collection.", "lease.")),
+        );
+        if [
+            &self.checkpoints.collection,
+            &self.checkpoints.ledger_collection,
+        ]
+        .contains(&&self.lease.collection)
+        {
+            problems.push("lease.collection must differ from the checkpoint collections".into());
+        }
         if self.checkpoints.collection == self.checkpoints.ledger_collection {
             problems.push(
                 "checkpoints.collection and checkpoints.ledger_collection must differ".into(),
@@ -353,6 +419,22 @@ impl Validate for ConnectorConfig {
 }
 
 impl ConnectorConfig {
+    /// The lease's name: `lease.name`, or one derived from the watched namespaces (sorted), so
+    /// that instances splitting the sources hold separate leases.
+    pub fn lease_name(&self) -> String {
+        if let Some(name) = &self.lease.name {
+            return name.clone();
+        }
+        let mut watched: Vec<String> = self
+            .stream
+            .watch
+            .iter()
+            .map(|source| source.namespace(&self.sources).to_string())
+            .collect();
+        watched.sort();
+        format!("streams {}", watched.join(","))
+    }
+
     /// A copy safe to print or log: passwords replaced.
     pub fn redacted(&self) -> Self {
         Self {

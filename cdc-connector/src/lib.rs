@@ -11,6 +11,7 @@
 //!   driver's events into redacted source changes.
 //! - [`publisher`]: the idempotent Kafka producer and dead-letter records.
 //! - [`checkpoint`]: resume tokens and the once-per-id ledger, stored in MongoDB.
+//! - [`lease`]: one active process per set of streams, others standing by.
 //! - [`metrics`]: the connector's metrics.
 //! - [`watch`]: stall detection per stream (Kafka not acknowledging, MongoDB not answering,
 //!   changes left unread), reported in `/health` and metrics.
@@ -28,6 +29,7 @@
 pub mod acks;
 pub mod checkpoint;
 pub mod config;
+pub mod lease;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
@@ -46,9 +48,11 @@ use storefront_plumbing::telemetry::{ComponentState, TelemetryError};
 use storefront_schemas::retention::{self, TopicRequirement};
 use storefront_schemas::sensitive::Redaction;
 use storefront_schemas::topology::Namespace;
+use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::ConnectorConfig;
+use crate::lease::{Lease, LeaseError, LeaseGate};
 use crate::mapping::{ChangeMapper, StorefrontMapper};
 use crate::pipeline::{StreamContext, StreamError, StreamPipeline};
 use crate::publisher::Publisher;
@@ -71,6 +75,9 @@ pub enum ConnectorError {
     /// A stream stopped with an error.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// The lease could not be kept.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// A connector running in the background.
@@ -133,14 +140,9 @@ async fn work(
         snapshot = ?config.stream.snapshot,
         "connector starting"
     );
-    // Streams count in /health from the start: the process is not ready until every stream is
-    // open (and its snapshot done), whatever else is.
-    for namespace in &namespaces {
-        context.health.set(
-            &pipeline::component_name(namespace),
-            ComponentState::Starting,
-        );
-    }
+    context
+        .health
+        .set(lease::COMPONENT, ComponentState::Starting);
     let Some(client) = context.connect_mongo(&config.mongo, APP_NAME).await? else {
         return Ok(());
     };
@@ -152,10 +154,38 @@ async fn work(
         return Ok(());
     }
     kafka::ensure_topics(&config.kafka, APP_NAME, &topic_specs(&config)).await?;
+    let lease = config.lease.enabled.then(|| {
+        Lease::new(
+            &client,
+            &config.checkpoints.database,
+            config.lease_name(),
+            &config.lease,
+            context.health.clone(),
+        )
+    });
+    let gate = match &lease {
+        Some(lease) => match lease.acquire(&context.shutdown).await? {
+            Some(gate) => gate,
+            None => return Ok(()),
+        },
+        None => {
+            context.health.set(lease::COMPONENT, ComponentState::Ready);
+            LeaseGate::always_open()
+        }
+    };
+    // Streams count in /health from here: the process is not ready until every stream is open
+    // (and its snapshot done), whatever else is.
+    for namespace in &namespaces {
+        context.health.set(
+            &pipeline::component_name(namespace),
+            ComponentState::Starting,
+        );
+    }
     let publisher = Arc::new(Publisher::new(
         &config.kafka,
         APP_NAME,
         &config.stream.dead_letter_topic,
+        gate.clone(),
     )?);
     let stream_context = StreamContext {
         client: client.clone(),
@@ -168,8 +198,6 @@ async fn work(
         shutdown: context.shutdown.clone(),
         health: context.health.clone(),
     };
-    // Every pipeline registers in /health before any runs, so the process is not reported ready
-    // while a stream is still opening.
     let pipelines: Vec<StreamPipeline> = namespaces
         .into_iter()
         .zip(redactions)
@@ -179,34 +207,67 @@ async fn work(
         .collect();
     let mut streams = tokio::task::JoinSet::new();
     for pipeline in pipelines {
-        streams.spawn(pipeline.run());
+        streams.spawn(async move { pipeline.run().await.map_err(ConnectorError::from) });
+    }
+    // Renewed until the streams have drained and saved their checkpoints, so no standby takes
+    // over while this process still finishes its work.
+    let stop_renewing = CancellationToken::new();
+    if let Some(lease) = lease.clone() {
+        let (gate, stop) = (gate.clone(), stop_renewing.clone());
+        streams.spawn(async move { lease.keep(gate, stop).await.map_err(ConnectorError::from) });
     }
     tracing::info!("connector running");
     let mut first_error = None;
+    let mut lease_lost = false;
     while let Some(joined) = streams.join_next().await {
         let outcome =
             joined.unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()));
         if let Err(error) = outcome {
+            if matches!(error, ConnectorError::Lease(LeaseError::Lost { .. })) {
+                // What is still queued must not reach Kafka after the new holder's records.
+                lease_lost = true;
+                publisher.purge_unsent();
+            }
             // One failed stream stops the others: they drain and checkpoint on the way out. The
             // first failure is the process's error, logged once when it stops; any later one is
             // logged here, or it would not be reported at all.
             context.shutdown.cancel();
             if first_error.is_none() {
-                tracing::info!("a stream failed; stopping the others");
+                tracing::info!("stopping every stream after a failure");
                 first_error = Some(error);
             } else {
                 tracing::error!(
                     error = %storefront_plumbing::errors::chain(&error),
-                    "another stream failed while stopping"
+                    "another failure while stopping"
                 );
             }
         }
+        if streams.len() == 1 && !stop_renewing.is_cancelled() && lease.is_some() {
+            // Only the renewal is left: every stream has drained and saved.
+            finish_publishing(&publisher, lease_lost).await;
+            stop_renewing.cancel();
+        }
+    }
+    if lease.is_none() {
+        finish_publishing(&publisher, lease_lost).await;
+    }
+    if let Some(lease) = &lease
+        && !lease_lost
+    {
+        lease.release().await;
+    }
+    tracing::info!("connector stopped");
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Waits for Kafka to acknowledge what is queued (at shutdown), unless the lease was lost.
+async fn finish_publishing(publisher: &Publisher, lease_lost: bool) {
+    if lease_lost {
+        return;
     }
     if let Err(error) = publisher.flush(Duration::from_secs(30)).await {
         tracing::warn!(%error, "kafka flush at shutdown");
     }
-    tracing::info!("connector stopped");
-    first_error.map_or(Ok(()), |error| Err(error.into()))
 }
 
 /// The event and dead-letter topics with the settings they get when the connector creates them:

@@ -21,6 +21,7 @@ use storefront_plumbing::settings::KafkaSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::acks::{Delivery, RefusedRecord};
+use crate::lease::{LeaseGate, LeaseLost};
 use crate::mapping::{Entry, OutboundEvent, SourceChange};
 
 /// Header names of dead-letter records (shared with the projectors' dead letters).
@@ -87,12 +88,17 @@ pub enum PublishError {
     /// The process is shutting down while waiting for room in the producer queue.
     #[error("shutdown while waiting for room in the producer queue")]
     ShuttingDown,
+    /// Another process holds the connector's lease now; this one hands nothing more to Kafka.
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
 }
 
 /// The process's Kafka producer.
 pub struct Publisher {
     producer: FutureProducer<TracingContext>,
     dead_letter_topic: String,
+    /// Every record passes it: nothing is handed to Kafka without a valid lease.
+    lease: LeaseGate,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -121,11 +127,12 @@ fn producer_client_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
 }
 
 impl Publisher {
-    /// An idempotent producer for `settings`.
+    /// An idempotent producer for `settings` that sends only while `lease` is valid.
     pub fn new(
         settings: &KafkaSettings,
         client_id: &str,
         dead_letter_topic: &str,
+        lease: LeaseGate,
     ) -> Result<Self, KafkaSetupError> {
         let producer = producer_client_config(settings, client_id)
             .create_with_context(TracingContext)
@@ -133,6 +140,7 @@ impl Publisher {
         Ok(Self {
             producer,
             dead_letter_topic: dead_letter_topic.to_owned(),
+            lease,
         })
     }
 
@@ -245,6 +253,9 @@ impl Publisher {
             record = record.payload(payload);
         }
         loop {
+            // Checked before every hand-over, also after waiting for room: a process paused
+            // meanwhile wakes with its lease expired and hands nothing over.
+            self.lease.permit().await?;
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(KafkaDelivery(delivery)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
@@ -264,6 +275,15 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Drops every record not yet sent to a broker (their deliveries fail): after the lease was
+    /// lost, what this process had queued must not reach Kafka late. Records already sent cannot
+    /// be recalled; they are duplicates of what the new holder publishes from the checkpoint.
+    pub fn purge_unsent(&self) {
+        use rdkafka::producer::{Producer, PurgeConfig};
+        self.producer
+            .purge(PurgeConfig::default().queue().non_blocking());
     }
 
     /// Waits until every enqueued record is delivered or `timeout` passes.

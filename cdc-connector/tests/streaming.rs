@@ -593,6 +593,9 @@ async fn kill_9_during_a_burst_loses_no_change() {
         .kafka
         .properties
         .insert("linger.ms".into(), "50".into());
+    // Each restart waits for the killed process's lease to expire: keep that short.
+    config.lease.ttl_ms = 1_000;
+    config.lease.renew_interval_ms = 300;
     let topic = config.topics.customer_change.clone();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("connector.toml");

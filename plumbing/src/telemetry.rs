@@ -95,6 +95,9 @@ pub enum ComponentState {
     Ready,
     /// Not working, with why.
     Failing(String),
+    /// Deliberately idle, with why: a standby waiting to take over. Counts as ready, since the
+    /// process is doing what it should.
+    Standby(String),
 }
 
 /// Health of the process's components, shared between the tasks and the HTTP endpoint.
@@ -125,7 +128,7 @@ impl Health {
         !components.is_empty()
             && components
                 .values()
-                .all(|state| *state == ComponentState::Ready)
+                .all(|state| matches!(state, ComponentState::Ready | ComponentState::Standby(_)))
     }
 
     /// A copy of every component's state.
@@ -239,6 +242,8 @@ mod tests {
         assert!(!health.is_ready());
         health.set("mongo", ComponentState::Ready);
         assert!(health.is_ready());
+        health.set("lease", ComponentState::Standby("held by another".into()));
+        assert!(health.is_ready(), "a standby is ready");
         health.set(
             "kafka",
             ComponentState::Failing("brokers unreachable".into()),
