@@ -515,7 +515,7 @@ async fn block_connection_delays_the_command_then_runs_or_fails_it() {
     let data = doc! {
         "failCommands": ["ping"],
         "blockConnection": true,
-        "blockTimeMS": 3000,
+        "blockTimeMS": 5000,
         "appName": &app.name,
     };
     let before = configure(&admin, FAIL_COMMAND, doc! { "times": 1 }, data.clone()).await;
@@ -544,7 +544,7 @@ async fn block_connection_delays_the_command_then_runs_or_fails_it() {
     );
     let (outcome, took) = blocked.await.unwrap();
     outcome.unwrap();
-    assert!(took >= Duration::from_millis(3000), "blocked {took:?}");
+    assert!(took >= Duration::from_millis(5000), "blocked {took:?}");
 }
 
 /// `appName` and `namespace` scope a fail point: only commands of the client whose handshake
