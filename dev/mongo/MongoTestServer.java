@@ -1718,7 +1718,15 @@ public class MongoTestServer {
                 // await() is false, and nothing is registered, when the cursor has something to return.
                 if (stream != null && core.awaitData.await(stream,
                         () -> ctx.executor().execute(() -> release(ctx, generation)))) {
-                    hold(ctx, msg, stream.getId(), millis, () -> ctx.fireChannelRead(msg));
+                    // Starved also when the fail point went on while it waited: from that moment
+                    // on the stream reads nothing, as a stream answered by another's cursor.
+                    hold(ctx, msg, stream.getId(), millis, () -> {
+                        if (core.failPoints.starves(appName, stream.scope())) {
+                            answerStarved(ctx, msg, request, stream);
+                        } else {
+                            ctx.fireChannelRead(msg);
+                        }
+                    });
                     return;
                 }
             }
