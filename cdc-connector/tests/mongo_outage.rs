@@ -74,6 +74,15 @@ async fn health_reports_mongodb_not_answering_and_recovers_with_nothing_lost() {
         ),
     );
     assert!(waited >= 2.0, "the metric shows the wait: {waited}");
+    let component_ready = format!(
+        "storefront_component_ready{{component=\"stream {}\"}}",
+        streams[0]
+    );
+    assert_eq!(
+        metric_value(&metrics, &component_ready),
+        0.0,
+        "the health state is a metric too"
+    );
 
     stopped.start();
     storefront_tests::until_healthy(addr).await;
@@ -86,6 +95,7 @@ async fn health_reports_mongodb_not_answering_and_recovers_with_nothing_lost() {
         metric_value(&metrics, &metric) < 2.0,
         "the wait is over once healthy: {metrics}"
     );
+    assert_eq!(metric_value(&metrics, &component_ready), 1.0);
     let sentinel = ObjectId::new();
     customers(stack().mongo_client().await)
         .insert_one(customer(sentinel, "After"))

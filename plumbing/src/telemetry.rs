@@ -113,8 +113,13 @@ impl Health {
         Self::default()
     }
 
-    /// Sets the state of `component`, registering it on first use.
+    /// Sets the state of `component`, registering it on first use. The state is also the metric
+    /// `storefront_component_ready{component}` (1 ready or standing by, 0 starting or failing),
+    /// so alerts need not scrape `/health`.
     pub fn set(&self, component: &str, state: ComponentState) {
+        let ready = matches!(state, ComponentState::Ready | ComponentState::Standby(_));
+        metrics::gauge!("storefront_component_ready", "component" => component.to_owned())
+            .set(if ready { 1.0 } else { 0.0 });
         let mut components = self
             .components
             .lock()
