@@ -310,25 +310,29 @@ fn admin_consumer(group: &str) -> BaseConsumer<TracingContext> {
 
 /// Committed offset and high watermark of every partition of `projector`'s topics.
 pub fn progress(config: &ProjectorsConfig, projector: Projector) -> Vec<(String, i32, i64, i64)> {
+    try_progress(config, projector).unwrap()
+}
+
+/// [`progress`], or the broker's error (right after a broker restart, metadata and watermark
+/// requests fail for a moment with `NotLeaderForPartition` and the like).
+pub fn try_progress(
+    config: &ProjectorsConfig,
+    projector: Projector,
+) -> Result<Vec<(String, i32, i64, i64)>, rdkafka::error::KafkaError> {
     let consumer = admin_consumer(&config.consumer_group(projector));
     let mut list = TopicPartitionList::new();
     let mut highs = BTreeMap::new();
     for topic in config.source_topics(projector) {
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         for partition in metadata.topics()[0].partitions() {
             list.add_partition(&topic, partition.id());
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))
-                .unwrap();
+            let (_, high) =
+                consumer.fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))?;
             highs.insert((topic.clone(), partition.id()), high);
         }
     }
-    let committed = consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap();
-    committed
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
+    Ok(committed
         .elements()
         .iter()
         .map(|e| {
@@ -339,14 +343,17 @@ pub fn progress(config: &ProjectorsConfig, projector: Projector) -> Vec<(String,
             let high = highs[&(e.topic().to_owned(), e.partition())];
             (e.topic().to_owned(), e.partition(), offset, high)
         })
-        .collect()
+        .collect())
 }
 
-/// Whether `projector`'s group has committed every record of its topics.
+/// Whether `projector`'s group has committed every record of its topics; not while the broker
+/// cannot tell.
 pub fn is_caught_up(config: &ProjectorsConfig, projector: Projector) -> bool {
-    progress(config, projector)
-        .iter()
-        .all(|(_, _, committed, high)| committed >= high)
+    try_progress(config, projector).is_ok_and(|progress| {
+        progress
+            .iter()
+            .all(|(_, _, committed, high)| committed >= high)
+    })
 }
 
 /// Waits until `projector`'s group has committed every record of its topics: every record was
