@@ -631,14 +631,29 @@ impl StreamPipeline {
             .map_err(|source| self.publish_error(source))
     }
 
+    /// Whether a once-per-id event was published before. While MongoDB cannot be reached the
+    /// lookup is retried with backoff (the stream waits, as its reads do), so an outage does not
+    /// stop the connector; it fails only at shutdown or on another error.
     async fn already_published(&self, id: &str) -> Result<bool, StreamError> {
         if self.published_once.contains(id) {
             return Ok(true);
         }
-        self.store
-            .was_published(id)
-            .await
-            .map_err(|e| self.checkpoint_error(e))
+        let mut failures = Backoff::default();
+        loop {
+            match self.store.was_published(id).await {
+                Err(CheckpointError::Mongo(error))
+                    if source::is_transient(&error) && !self.shutdown.is_cancelled() =>
+                {
+                    let pause = failures.next_delay();
+                    tracing::warn!(stream = %self.name, error = %storefront_plumbing::errors::chain(&error), retry_in_ms = pause.as_millis() as u64, "looking up the once-per-id ledger failed; trying again");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+                outcome => return outcome.map_err(|e| self.checkpoint_error(e)),
+            }
+        }
     }
 
     fn track(&mut self, entry: Entry<KafkaDelivery>) {
