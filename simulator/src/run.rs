@@ -225,6 +225,16 @@ impl Simulator {
                 self.send(&order.outcome, pacer).await?;
             }
         }
+        // Both branches run to their end: dropping one while its write is in flight (as
+        // `try_join` does when the other fails or is cancelled) would leave a write in MongoDB
+        // that the model never saw. A failure cancels the run instead, so the other branch (and
+        // the other stories) stop between two writes.
+        let stop_on_error = |outcome: Result<(), SimError>| {
+            if outcome.is_err() {
+                self.cancel.cancel();
+            }
+            outcome
+        };
         let accounts = async {
             for write in &plan.accounts_after {
                 self.send(write, pacer).await?;
@@ -232,18 +242,24 @@ impl Simulator {
             Ok::<(), SimError>(())
         };
         let fulfillment =
-            futures::future::try_join_all(plan.orders.iter().filter(|order| order.approved()).map(
+            futures::future::join_all(plan.orders.iter().filter(|order| order.approved()).map(
                 |order| async move {
-                    self.apps
-                        .wait_for_request(&order.guid, &self.cancel)
-                        .await?;
-                    for write in &order.fulfillment {
-                        self.send(write, pacer).await?;
+                    let outcome = async {
+                        self.apps
+                            .wait_for_request(&order.guid, &self.cancel)
+                            .await?;
+                        for write in &order.fulfillment {
+                            self.send(write, pacer).await?;
+                        }
+                        Ok::<(), SimError>(())
                     }
-                    Ok::<(), SimError>(())
+                    .await;
+                    stop_on_error(outcome)
                 },
             ));
-        futures::future::try_join(accounts, fulfillment).await?;
+        let (accounts, fulfillment) =
+            futures::future::join(async { stop_on_error(accounts.await) }, fulfillment).await;
+        first_error(std::iter::once(accounts).chain(fulfillment).collect())?;
         self.progress.customer_done();
         Ok(())
     }
