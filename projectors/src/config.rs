@@ -128,6 +128,13 @@ pub struct ApplySettings {
     /// How often consumer lag per partition is measured (librdkafka statistics), in
     /// milliseconds.
     pub lag_interval_ms: u64,
+    /// How long, in milliseconds, an assigned partition may have records to fetch while none
+    /// arrive (its next fetch offset unmoved, the fetcher not held back by a full queue) before
+    /// `/health` reports the projector failing, as when the broker answers but returns nothing
+    /// (fetches throttled to nothing by a quota, a leader that does not serve). Reported within
+    /// two statistics intervals past it (statistics come every `lag_interval_ms`, and at least
+    /// every eighth of this): with the default, within about 10 s. Ready again once records arrive.
+    pub fetch_stall_ms: u64,
     /// Topic for records that cannot be applied (not JSON, unknown type, schema or contract
     /// violation, a write MongoDB refuses): the original key and value, the original headers,
     /// and `dlq_*` headers naming the source topic, partition, offset and the reason.
@@ -144,6 +151,7 @@ impl Default for ApplySettings {
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
             lag_interval_ms: 5_000,
+            fetch_stall_ms: 8_000,
             dead_letter_topic: "storefront-cdc.projectors.dead-letter".to_owned(),
         }
     }
@@ -175,6 +183,8 @@ impl Validate for ApplySettings {
         );
         // librdkafka refuses statistics intervals below 10 ms (0 would turn them off).
         at_least(problems, "lag_interval_ms", self.lag_interval_ms, 10);
+        // Shorter than a fetch round trip under load would report healthy partitions.
+        at_least(problems, "fetch_stall_ms", self.fetch_stall_ms, 1_000);
         if let Some(problem) = topic_name_problem(&self.dead_letter_topic) {
             problems.push(format!(
                 "{}: {problem}",
@@ -332,8 +342,8 @@ mod tests {
         std::fs::write(
             &path,
             "[apply]\nbatch_size = 0\ncommit_interval_ms = 1\nretry_initial_ms = 500\n\
-             retry_max_ms = 100\ndead_letter_topic = \"accounts.customer.change\"\n\
-             [new_topics]\npartitions = 0\n",
+             retry_max_ms = 100\nfetch_stall_ms = 999\n\
+             dead_letter_topic = \"accounts.customer.change\"\n[new_topics]\npartitions = 0\n",
         )
         .unwrap();
         let error = load::<ProjectorsConfig>(Some(&path), "PROJECTORS_TEST_", Overrides::default())
@@ -343,6 +353,7 @@ mod tests {
             "apply.batch_size must be at least 1",
             "apply.commit_interval_ms must be at least 10",
             "apply.retry_max_ms must be at least 500",
+            "apply.fetch_stall_ms must be at least 1000",
             "is one of the event topics",
             "new_topics.partitions must be at least 1",
         ] {

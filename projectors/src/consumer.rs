@@ -1,36 +1,79 @@
 //! A projector's Kafka consumer: its configuration, and the callbacks librdkafka runs on it
 //! (rebalance bookkeeping and commits, lag metrics, logs). The live runner and the rebuild build
 //! theirs here and drive them with [`crate::batch_loop`].
+//!
+//! The consumer's `/health` component (`projector <name>`) fails while librdkafka reports every
+//! broker down, and while assigned partitions have records the broker does not return
+//! ([`crate::fetch_watch`], judged at each statistics report, with the high watermarks read by a
+//! probe client of its own: a fetch that returns nothing never updates the consumer's own
+//! statistics). Each failure clears only itself; the component is ready when neither holds and
+//! partitions were assigned.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
-use rdkafka::client::ClientContext;
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use storefront_plumbing::kafka::{self, KafkaSetupError, TracingContext};
 use storefront_plumbing::kafka_io;
+use storefront_plumbing::settings::KafkaSettings;
 use storefront_plumbing::telemetry::{ComponentState, Health};
 
 use crate::config::{Projector, ProjectorsConfig};
+use crate::fetch_watch::{self, FetchWatch, PartitionStats, QueueLimits, SnapshotClock};
 use crate::metrics;
 use storefront_plumbing::errors;
 
-/// Consumer callbacks: rebalance bookkeeping and commits, lag metrics, librdkafka logs.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the consumer's component state is made of.
+#[derive(Debug, Default)]
+struct Status {
+    /// Whether partitions were assigned (ready, when nothing fails).
+    assigned: bool,
+    /// librdkafka reported every broker down, and no broker is up again yet.
+    brokers_down: Option<String>,
+    /// Assigned partitions have records the broker does not return.
+    fetch_stall: Option<String>,
+}
+
+impl Status {
+    fn state(&self) -> ComponentState {
+        let failures: Vec<&str> = [&self.brokers_down, &self.fetch_stall]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if !failures.is_empty() {
+            ComponentState::Failing(failures.join("; "))
+        } else if self.assigned {
+            ComponentState::Ready
+        } else {
+            ComponentState::Starting
+        }
+    }
+}
+
+/// Consumer callbacks: rebalance bookkeeping and commits, lag metrics, fetch stalls, librdkafka
+/// logs.
 pub struct ProjectorContext {
     projector: Projector,
     /// Partitions currently assigned, as `(topic, partition)`.
     assignment: Mutex<HashSet<(String, i32)>>,
     health: Health,
     component: String,
-    /// Whether partitions were assigned (the component is ready when Kafka is reachable).
-    assigned_once: AtomicBool,
-    /// Whether librdkafka reported every broker down and no broker is up again yet.
-    brokers_down: AtomicBool,
+    status: Mutex<Status>,
+    fetches: Arc<Fetches>,
 }
 
 impl std::fmt::Debug for ProjectorContext {
@@ -42,45 +85,83 @@ impl std::fmt::Debug for ProjectorContext {
 }
 
 impl ProjectorContext {
-    fn new(projector: Projector, health: Health) -> Self {
+    fn new(projector: Projector, health: Health, fetches: Fetches) -> Self {
         Self {
             projector,
             assignment: Mutex::new(HashSet::new()),
             health,
             component: component(projector),
-            assigned_once: AtomicBool::new(false),
-            brokers_down: AtomicBool::new(false),
+            status: Mutex::new(Status::default()),
+            fetches: Arc::new(fetches),
         }
+    }
+
+    /// Changes the component's status and shows the result.
+    fn update_status(&self, change: impl FnOnce(&mut Status)) {
+        let mut status = lock(&self.status);
+        change(&mut status);
+        self.health.set(&self.component, status.state());
     }
 
     /// Every broker is down: records cannot be fetched, which `/health` shows until one is up.
     fn brokers_went_down(&self, reason: &str) {
-        if !self.brokers_down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(projector = %self.projector, reason, "no kafka broker reachable; nothing can be fetched");
-        }
-        self.health.set(
-            &self.component,
-            ComponentState::Failing(format!("kafka: no broker reachable ({reason})")),
-        );
+        self.update_status(|status| {
+            if status.brokers_down.is_none() {
+                tracing::warn!(projector = %self.projector, reason, "no kafka broker reachable; nothing can be fetched");
+            }
+            status.brokers_down = Some(format!("kafka: no broker reachable ({reason})"));
+        });
     }
 
     /// A broker is up again (seen in librdkafka's statistics).
     fn broker_up(&self) {
-        if self.brokers_down.swap(false, Ordering::Relaxed) {
-            tracing::info!(projector = %self.projector, "a kafka broker is reachable again");
-            let state = if self.assigned_once.load(Ordering::Relaxed) {
-                ComponentState::Ready
-            } else {
-                ComponentState::Starting
-            };
-            self.health.set(&self.component, state);
+        if lock(&self.status).brokers_down.is_none() {
+            return;
+        }
+        self.update_status(|status| {
+            if status.brokers_down.take().is_some() {
+                tracing::info!(projector = %self.projector, "a kafka broker is reachable again");
+            }
+        });
+    }
+
+    /// Judges the fetches of the assigned partitions in a statistics snapshot stamped
+    /// `stamped_us`: gauges, the component's status, and a probe of the partitions whose
+    /// offsets stood still.
+    fn watch_fetches(&self, stamped_us: i64, assigned: &[PartitionStats]) {
+        let (verdict, to_probe) = self.fetches.observe(stamped_us, assigned);
+        for (topic, partition, waited) in &verdict.waits {
+            metrics::fetch_stalled(self.projector, topic, *partition, *waited);
+        }
+        for (topic, partition) in &verdict.forgotten {
+            metrics::fetch_stalled(self.projector, topic, *partition, Duration::ZERO);
+        }
+        let reason = verdict.reason();
+        if reason != lock(&self.status).fetch_stall {
+            self.update_status(|status| {
+                match (&status.fetch_stall, &reason) {
+                    (None, Some(reason)) => tracing::warn!(
+                        projector = %self.projector,
+                        %reason,
+                        "kafka returns no records for partitions that have some (nothing is \
+                         lost; the consumer keeps fetching)"
+                    ),
+                    (Some(_), None) => tracing::info!(
+                        projector = %self.projector,
+                        "records arrive again from every partition that had some waiting"
+                    ),
+                    _ => {}
+                }
+                status.fetch_stall = reason;
+            });
+        }
+        if !to_probe.is_empty() {
+            Fetches::probe(&self.fetches, self.projector, to_probe);
         }
     }
 
-    fn assignment(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i32)>> {
-        self.assignment
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn assignment(&self) -> MutexGuard<'_, HashSet<(String, i32)>> {
+        lock(&self.assignment)
     }
 
     /// The projector consuming.
@@ -131,6 +212,7 @@ impl ClientContext for ProjectorContext {
         {
             self.broker_up();
         }
+        let mut assigned = Vec::new();
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue; a lag of -1 means
@@ -150,8 +232,18 @@ impl ClientContext for ProjectorContext {
                 if let Some(lag) = lag {
                     metrics::consumer_lag(self.projector, name, *id, lag);
                 }
+                assigned.push(PartitionStats {
+                    topic: name.clone(),
+                    partition: *id,
+                    fetch_state: partition.fetch_state.clone(),
+                    next_offset: partition.next_offset,
+                    last_stable_offset: partition.ls_offset,
+                    queued_messages: partition.fetchq_cnt,
+                    queued_bytes: partition.fetchq_size,
+                });
             }
         }
+        self.watch_fetches(statistics.ts, &assigned);
     }
 }
 
@@ -172,6 +264,12 @@ impl ConsumerContext for ProjectorContext {
             assignment.remove(&(element.topic().to_owned(), element.partition()));
             // This instance no longer owns the partition: its lag is reported by the next owner.
             metrics::consumer_lag(self.projector, element.topic(), element.partition(), 0);
+            metrics::fetch_stalled(
+                self.projector,
+                element.topic(),
+                element.partition(),
+                Duration::ZERO,
+            );
         }
         tracing::info!(projector = %self.projector, revoked = partitions.count(), "partitions revoked");
     }
@@ -189,8 +287,8 @@ impl ConsumerContext for ProjectorContext {
                     .collect();
                 listed.sort();
                 tracing::info!(projector = %self.projector, partitions = ?listed, "partitions assigned");
-                self.assigned_once.store(true, Ordering::Relaxed);
-                self.health.set(&self.component, ComponentState::Ready);
+                drop(assignment);
+                self.update_status(|status| status.assigned = true);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => {
@@ -220,9 +318,15 @@ pub fn consumer(
     health: Health,
     guarantees: &[(&str, &str)],
 ) -> Result<StreamConsumer<ProjectorContext>, KafkaSetupError> {
-    let statistics_interval = config.apply.lag_interval_ms.to_string();
+    let fetch_stall = Duration::from_millis(config.apply.fetch_stall_ms);
+    let statistics_interval = fetch_watch::statistics_interval(
+        Duration::from_millis(config.apply.lag_interval_ms),
+        fetch_stall,
+    )
+    .as_millis()
+    .to_string();
     let tuning = [
-        // Lag metrics come from librdkafka's statistics.
+        // Lag metrics and fetch stalls come from librdkafka's statistics.
         ("statistics.interval.ms", statistics_interval.as_str()),
         // librdkafka lets a fetch wait up to 500 ms for data by default; a projector is latency
         // bound (and a newly assigned partition's first fetch often waits the whole time).
@@ -239,10 +343,166 @@ pub fn consumer(
     for (key, value) in guarantees {
         client.set(*key, *value);
     }
+    let properties = config.kafka.client_properties();
+    let queue = QueueLimits::from_properties(
+        properties
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    );
+    let fetches = Fetches::new(
+        &config.kafka,
+        client_id,
+        FetchWatch::new(fetch_stall, queue),
+    );
     client
-        .create_with_context(ProjectorContext::new(projector, health))
+        .create_with_context(ProjectorContext::new(projector, health, fetches))
         .map_err(KafkaSetupError::Config)
 }
+
+/// The fetch-stall watch of one consumer and the client that probes high watermarks for it,
+/// shared with the probe's tasks.
+struct Fetches {
+    /// The watch's clock starts here.
+    origin: Instant,
+    watch: Mutex<(SnapshotClock, FetchWatch)>,
+    /// Whether a probe round runs (one at a time).
+    probing: AtomicBool,
+    /// The probe client, made at the first probe (a consumer that never reports statistics,
+    /// like the rebuild's group probe, never needs one).
+    client: OnceLock<Option<Arc<BaseConsumer<QuietContext>>>>,
+    kafka: KafkaSettings,
+    client_id: String,
+    /// Longest wait for one high watermark.
+    timeout: Duration,
+}
+
+impl Fetches {
+    fn new(kafka: &KafkaSettings, client_id: &str, watch: FetchWatch) -> Self {
+        Self {
+            origin: Instant::now(),
+            watch: Mutex::new((SnapshotClock::default(), watch)),
+            probing: AtomicBool::new(false),
+            client: OnceLock::new(),
+            kafka: kafka.clone(),
+            client_id: client_id.to_owned(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Judges a snapshot stamped `stamped_us`; returns the verdict and the partitions to probe.
+    fn observe(
+        &self,
+        stamped_us: i64,
+        assigned: &[PartitionStats],
+    ) -> (fetch_watch::Verdict, Vec<(String, i32)>) {
+        let mut guard = lock(&self.watch);
+        let (clock, watch) = &mut *guard;
+        let at = clock.taken_at(self.origin.elapsed(), stamped_us);
+        let verdict = watch.observe(at, assigned);
+        (verdict, watch.to_probe())
+    }
+
+    /// Reads the high watermarks of `partitions` in the background, unless a round runs
+    /// already; the watch uses them at the next statistics report.
+    fn probe(fetches: &Arc<Self>, projector: Projector, partitions: Vec<(String, i32)>) {
+        // The statistics callback runs inside the runner's `recv`, on the runtime.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if fetches.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let fetches = Arc::clone(fetches);
+        runtime.spawn(async move {
+            // Cleared even if a round panics, so probing goes on.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+            let _done = Done(&fetches.probing);
+            fetches.probe_round(projector, partitions).await;
+        });
+    }
+
+    async fn probe_round(&self, projector: Projector, partitions: Vec<(String, i32)>) {
+        let Some(client) = self.client(projector) else {
+            return;
+        };
+        for (topic, partition) in partitions {
+            let read =
+                kafka_io::fetch_watermarks(&client, probe_client, &topic, partition, self.timeout)
+                    .await;
+            match read {
+                Ok((_, end)) => {
+                    let at = self.origin.elapsed();
+                    lock(&self.watch).1.probed(&topic, partition, end, at);
+                }
+                // The consumer's own errors and statistics report an unreachable cluster.
+                Err(error) => tracing::debug!(
+                    %projector,
+                    topic,
+                    partition,
+                    error = %errors::chain(&error),
+                    "high watermark not read; this partition waits for the next probe"
+                ),
+            }
+        }
+        // Its error events wait in its queue: take them (nothing else arrives there).
+        while let Some(event) = client.poll(Duration::ZERO) {
+            if let Err(error) = event {
+                let error = errors::chain(&error);
+                tracing::debug!(%projector, %error, "watermark probe client error");
+            }
+        }
+    }
+
+    /// The probe client: the consumer's client id and settings, and its isolation level (so the
+    /// end it reads is the end the consumer can fetch), without a group.
+    fn client(&self, projector: Projector) -> Option<Arc<BaseConsumer<QuietContext>>> {
+        self.client
+            .get_or_init(|| {
+                // The consumer's tuning in `kafka::consumer_config`; the operator's properties
+                // replace it for both alike.
+                let tuning = [("isolation.level", "read_committed")];
+                match kafka::client_config(&self.kafka, &self.client_id, &tuning, &[])
+                    .create_with_context(QuietContext)
+                {
+                    Ok(client) => Some(Arc::new(client)),
+                    Err(error) => {
+                        tracing::warn!(
+                            %projector,
+                            error = %errors::chain(&error),
+                            "no high-watermark probe; fetch stalls show only in fetch responses"
+                        );
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+}
+
+fn probe_client(consumer: &BaseConsumer<QuietContext>) -> &Client<QuietContext> {
+    consumer.client()
+}
+
+/// The probe client's context: its logs at debug level only (the consumer reports the cluster's
+/// state; the probe would repeat it).
+struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", ?level, facility, "{message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, reason, "watermark probe client error");
+    }
+}
+
+impl ConsumerContext for QuietContext {}
 
 /// Logs a failed commit and counts it (nothing stored to commit is no failure). A failed commit
 /// loses nothing: the offsets stay stored and the next commit, or the next owner's replay, covers
@@ -255,5 +515,42 @@ pub(crate) fn report_commit(projector: Projector, result: KafkaResult<()>, what:
             let error = errors::chain(&error);
             tracing::warn!(%projector, %error, "{what}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kafka_failure_shows_and_clears_only_itself() {
+        let mut status = Status::default();
+        assert_eq!(status.state(), ComponentState::Starting);
+        status.assigned = true;
+        assert_eq!(status.state(), ComponentState::Ready);
+        status.fetch_stall = Some("kafka: fetches return no records".into());
+        status.brokers_down = Some("kafka: no broker reachable (1/1 brokers are down)".into());
+        assert_eq!(
+            status.state(),
+            ComponentState::Failing(
+                "kafka: no broker reachable (1/1 brokers are down); kafka: fetches return no \
+                 records"
+                    .into()
+            )
+        );
+        // A broker up again leaves the stall failing, and the stall's end the brokers down.
+        status.brokers_down = None;
+        assert_eq!(
+            status.state(),
+            ComponentState::Failing("kafka: fetches return no records".into())
+        );
+        status.brokers_down = Some("kafka: no broker reachable (down)".into());
+        status.fetch_stall = None;
+        assert_eq!(
+            status.state(),
+            ComponentState::Failing("kafka: no broker reachable (down)".into())
+        );
+        status.brokers_down = None;
+        assert_eq!(status.state(), ComponentState::Ready);
     }
 }

@@ -18,6 +18,7 @@
 //! - [`dead_letter`]: the dead-letter producer (original bytes, reason and origin as headers).
 //! - [`apply`]: one batch: decode, plan, execute, dead-letter, retry transient failures.
 //! - [`consumer`]: a projector's Kafka consumer and its callbacks (rebalances, lag).
+//! - [`fetch_watch`]: which assigned partitions have records the consumer does not receive (pure).
 //! - [`batch_loop`]: read the next batch while the current one is written, store offsets,
 //!   commit; shared by the live runner and the rebuild.
 //! - [`runner`]: the live consumer group of one projector.
@@ -48,6 +49,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod event;
 pub mod executor;
+pub mod fetch_watch;
 pub mod metrics;
 pub mod projection;
 pub mod rebuild;

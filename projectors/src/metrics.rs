@@ -7,6 +7,7 @@
 //! | `projector_seconds_behind_source` | gauge | `projector` |
 //! | `projector_end_to_end_latency_seconds` | histogram (buckets) | `projector`, `topic` |
 //! | `projector_consumer_lag` | gauge | `projector`, `topic`, `partition` |
+//! | `projector_fetch_stalled_seconds` | gauge: how long the broker has held records for the partition that none of its fetches returned (0 when none wait); `/health` fails at `apply.fetch_stall_ms` | `projector`, `topic`, `partition` |
 //! | `projector_dead_letters_total` | counter | `projector`, `topic`, `kind` |
 //! | `projector_retries_total` | counter | `projector`, `operation` (`mongo_write`, `dead_letter`) |
 //! | `projector_offset_commit_failures_total` | counter | `projector` |
@@ -63,6 +64,18 @@ pub fn consumer_lag(projector: Projector, topic: &str, partition: i32, lag: i64)
         "partition" => partition.to_string(),
     )
     .set(lag.max(0) as f64);
+}
+
+/// Records of `topic`/`partition` have waited `waited` at the broker while the consumer's
+/// fetches returned none ([`crate::fetch_watch`]); zero when none wait.
+pub fn fetch_stalled(projector: Projector, topic: &str, partition: i32, waited: Duration) {
+    metrics::gauge!(
+        "projector_fetch_stalled_seconds",
+        "projector" => projector.name(),
+        "topic" => topic.to_owned(),
+        "partition" => partition.to_string(),
+    )
+    .set(waited.as_secs_f64());
 }
 
 /// A record of `topic` went to the dead-letter topic.
