@@ -187,8 +187,10 @@ async fn work(
         &config.stream.dead_letter_topic,
         gate.clone(),
     )?);
+    let change_stream_client = source::change_stream_client(&config.mongo, APP_NAME).await?;
     let stream_context = StreamContext {
         client: client.clone(),
+        change_stream_client,
         mapper,
         publisher: publisher.clone(),
         store: CheckpointStore::new(&client, &config.checkpoints),

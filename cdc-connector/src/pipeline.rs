@@ -172,6 +172,9 @@ impl std::fmt::Debug for StreamPipeline {
 pub struct StreamContext {
     /// MongoDB client of the source.
     pub client: Client,
+    /// The client the stream and the snapshot read with ([`source::change_stream_client`]:
+    /// retryable reads off).
+    pub change_stream_client: Client,
     /// Maps changes to events.
     pub mapper: Arc<dyn ChangeMapper>,
     /// The process's producer.
@@ -211,7 +214,7 @@ impl StreamPipeline {
             .health
             .set(&component_name(&namespace), ComponentState::Starting);
         let collection = context
-            .client
+            .change_stream_client
             .database(&namespace.database)
             .collection(&namespace.collection);
         Self {

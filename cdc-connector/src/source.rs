@@ -237,6 +237,22 @@ pub fn lost_history_reason(error: &mongodb::error::Error) -> Option<String> {
     }
 }
 
+/// The client the change streams (and the unread-change probe) run on: the process's settings
+/// with retryable reads off. mongodb 3.9.1 retries a failed resume `aggregate` without its resume
+/// token (`ChangeStreamAggregate::build` takes it on the first attempt), so the retry reopens the
+/// stream where it was first opened: every change since is read again, and on a real replica set
+/// that point may be gone from the oplog. Without the retry the failure reaches the reader, which
+/// reopens after the last change it read. Found by the fault suite (`tests/tests/faults.rs`).
+pub async fn change_stream_client(
+    settings: &storefront_plumbing::settings::MongoSettings,
+    app_name: &str,
+) -> Result<mongodb::Client, storefront_plumbing::mongo::MongoConnectError> {
+    let mut options = storefront_plumbing::mongo::options(settings, app_name).await?;
+    options.retry_reads = Some(false);
+    mongodb::Client::with_options(options)
+        .map_err(storefront_plumbing::mongo::MongoConnectError::InvalidUri)
+}
+
 /// Opens a change stream on `collection` as `settings` say (which document update events carry,
 /// how long an empty `getMore` waits): after `token` when given (`startAfter`, which also
 /// accepts an invalidate's token), else at the current time.

@@ -30,13 +30,21 @@ impl MongoConnectError {
 /// URI names it (`appName=`): an operator running several instances can tell them apart, and a
 /// `failCommand` fail point can be scoped to one of them.
 pub async fn client(settings: &MongoSettings, app_name: &str) -> Result<Client, MongoConnectError> {
+    Client::with_options(options(settings, app_name).await?).map_err(MongoConnectError::InvalidUri)
+}
+
+/// The options [`client`] builds a client with, for a caller that changes some of them.
+pub async fn options(
+    settings: &MongoSettings,
+    app_name: &str,
+) -> Result<ClientOptions, MongoConnectError> {
     let mut options = ClientOptions::parse(&settings.uri)
         .await
         .map_err(MongoConnectError::InvalidUri)?;
     options.app_name.get_or_insert_with(|| app_name.to_owned());
     options.server_selection_timeout =
         Some(Duration::from_millis(settings.server_selection_timeout_ms));
-    Client::with_options(options).map_err(MongoConnectError::InvalidUri)
+    Ok(options)
 }
 
 /// Builds a client and checks that the server answers.
