@@ -128,34 +128,49 @@ impl Stack {
     }
 
     /// Stops the local Kafka broker (its data stays) until the returned guard starts it again.
-    pub fn stop_kafka(&self) -> StoppedKafka {
+    pub fn stop_kafka(&self) -> StoppedService {
         assert!(self.local_kafka, "cannot stop an external Kafka");
-        run_stack(&["down", "kafka"]);
-        StoppedKafka { started: false }
+        StoppedService::stop("kafka")
+    }
+
+    /// Stops the local MongoDB test server (its data stays) until the returned guard starts it
+    /// again.
+    pub fn stop_mongo(&self) -> StoppedService {
+        assert!(self.local_mongo, "cannot stop an external MongoDB");
+        StoppedService::stop("mongo")
     }
 }
 
-/// The local Kafka broker, stopped by [`Stack::stop_kafka`]. [`Self::start`] starts it again and
-/// waits until it is ready; dropped unstarted (a test failing half-way), it starts it too, so the
-/// tests after it find the broker up.
+/// A service of the local stack, stopped by [`Stack::stop_kafka`] or [`Stack::stop_mongo`].
+/// [`Self::start`] starts it again and waits until it is ready; dropped unstarted (a test failing
+/// half-way), it starts it too, so the tests after it find the service up.
 #[derive(Debug)]
-#[must_use = "the broker stays down until this is started or dropped"]
-pub struct StoppedKafka {
+#[must_use = "the service stays down until this is started or dropped"]
+pub struct StoppedService {
+    service: &'static str,
     started: bool,
 }
 
-impl StoppedKafka {
-    /// Starts the broker and waits until it is ready.
+impl StoppedService {
+    fn stop(service: &'static str) -> Self {
+        run_stack(&["down", service]);
+        Self {
+            service,
+            started: false,
+        }
+    }
+
+    /// Starts the service and waits until it is ready.
     pub fn start(mut self) {
-        run_stack(&["up", "kafka"]);
+        run_stack(&["up", self.service]);
         self.started = true;
     }
 }
 
-impl Drop for StoppedKafka {
+impl Drop for StoppedService {
     fn drop(&mut self) {
         if !self.started {
-            run_stack(&["up", "kafka"]);
+            run_stack(&["up", self.service]);
         }
     }
 }
