@@ -3,11 +3,10 @@
 //! ready again once the broker is back; every change is then in Kafka, none lost. Alone in its
 //! own test binary: it stops the shared local broker.
 
-use mongodb::bson::{Document, oid::ObjectId};
-use storefront_tests::{DEADLINE, InProcess, TopicReader, eventually, http_get, stack};
+use storefront_tests::{DEADLINE, eventually, http_get, stack};
 
 mod common;
-use common::{customer, metric_value};
+use common::{AccountsRun, Copies, metric_value};
 
 #[tokio::test]
 async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost() {
@@ -17,29 +16,13 @@ async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost()
     }
     let mut config = common::config();
     config.stream.delivery_stall_ms = 2_000;
-    let topic = config.topics.customer_change.clone();
     let stream = config.sources.accounts.to_string();
-    let connector = InProcess::start(|stop| cdc_connector::start(config.clone(), stop)).await;
-    let addr = connector.http_addr();
-    let customers = stack()
-        .mongo_client()
-        .await
-        .database(&config.sources.accounts.database)
-        .collection::<Document>(&config.sources.accounts.collection);
-    let mut reader = TopicReader::new(&[&topic]);
-    let before = ObjectId::new();
-    customers
-        .insert_one(customer(before, "Before"))
-        .await
-        .unwrap();
-    reader
-        .read_until(DEADLINE, "the change before the outage", |r| !r.is_empty())
-        .await;
+    let mut run = AccountsRun::start(&config).await;
+    let addr = run.addr();
 
     let stopped = stack().stop_kafka();
-    let during: Vec<ObjectId> = (0..3).map(|_| ObjectId::new()).collect();
-    for id in &during {
-        customers.insert_one(customer(*id, "During")).await.unwrap();
+    for _ in 0..3 {
+        run.write("During").await;
     }
     let failing = eventually(
         DEADLINE,
@@ -64,28 +47,7 @@ async fn health_reports_kafka_not_acknowledging_and_recovers_with_nothing_lost()
 
     stopped.start();
     storefront_tests::until_healthy(addr).await;
-    let sentinel = ObjectId::new();
-    customers
-        .insert_one(customer(sentinel, "After"))
-        .await
-        .unwrap();
-    let key = |id: &ObjectId| id.to_hex();
-    let records = reader
-        .read_until(DEADLINE, "the sentinel after the outage", |r| {
-            r.iter()
-                .any(|record| record.key.as_deref() == Some(&key(&sentinel)))
-        })
-        .await
-        .to_vec();
-    connector.stop().await;
-    let mut keys: Vec<String> = records.iter().filter_map(|r| r.key.clone()).collect();
-    keys.sort();
-    keys.dedup();
-    let mut expected: Vec<String> = std::iter::once(before)
-        .chain(during)
-        .chain([sentinel])
-        .map(|id| key(&id))
-        .collect();
-    expected.sort();
-    assert_eq!(keys, expected, "every change is in Kafka, none lost");
+    // The producer retried through the outage: idempotence keeps copies out, but the contract
+    // here is at-least-once.
+    run.finish(Copies::Allowed).await;
 }

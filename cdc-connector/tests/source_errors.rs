@@ -9,11 +9,11 @@
 //! Alone in its test binary: `failCommand` is one setting per server, so two binaries setting it
 //! at once would replace each other's. Scoped to this connector's `appName` (from its URI).
 
-use mongodb::bson::{Document, doc, oid::ObjectId};
-use storefront_tests::{DEADLINE, InProcess, TopicReader, eventually, http_get, stack, unique};
+use mongodb::bson::{Document, doc};
+use storefront_tests::{DEADLINE, eventually, http_get, stack, unique};
 
 mod common;
-use common::{customer, metric_value};
+use common::{AccountsRun, Copies, metric_value};
 
 /// Sets the `failCommand` fail point: `mode` for the getMores and aggregates of `app`.
 async fn fail_command(mode: mongodb::bson::Bson, data: Document) {
@@ -38,24 +38,9 @@ async fn refused_reads_show_failing_until_fixed_and_resumable_ones_lose_nothing(
     config.mongo.uri = with_app_name(&config.mongo.uri, &app);
     config.stream.max_await_ms = 300;
     config.stream.read_stall_ms = 2_000;
-    let topic = config.topics.customer_change.clone();
     let stream = config.sources.accounts.to_string();
-    let connector = InProcess::start(|stop| cdc_connector::start(config.clone(), stop)).await;
-    let addr = connector.http_addr();
-    let customers = stack()
-        .mongo_client()
-        .await
-        .database(&config.sources.accounts.database)
-        .collection::<Document>(&config.sources.accounts.collection);
-    let mut reader = TopicReader::new(&[&topic]);
-    let mut written = vec![ObjectId::new()];
-    customers
-        .insert_one(customer(written[0], "Before"))
-        .await
-        .unwrap();
-    reader
-        .read_until(DEADLINE, "the change before the faults", |r| !r.is_empty())
-        .await;
+    let mut run = AccountsRun::start(&config).await;
+    let addr = run.addr();
 
     // Resumable: the driver resumes after the last change it read.
     fail_command(
@@ -67,9 +52,7 @@ async fn refused_reads_show_failing_until_fixed_and_resumable_ones_lose_nothing(
     )
     .await;
     for _ in 0..3 {
-        let id = ObjectId::new();
-        customers.insert_one(customer(id, "Resumed")).await.unwrap();
-        written.push(id);
+        run.write("Resumed").await;
     }
 
     // Not resumable, for getMore and aggregate alike, until turned off.
@@ -94,9 +77,7 @@ async fn refused_reads_show_failing_until_fixed_and_resumable_ones_lose_nothing(
     assert!(failing.contains(&format!("stream {stream}")), "{failing}");
     assert!(failing.contains("13"), "the server's error code: {failing}");
     for _ in 0..3 {
-        let id = ObjectId::new();
-        customers.insert_one(customer(id, "Refused")).await.unwrap();
-        written.push(id);
+        run.write("Refused").await;
     }
     let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
     let refused = metric_value(
@@ -107,24 +88,5 @@ async fn refused_reads_show_failing_until_fixed_and_resumable_ones_lose_nothing(
     fail_command("off".into(), doc! {}).await;
 
     storefront_tests::until_healthy(addr).await;
-    let sentinel = ObjectId::new();
-    customers
-        .insert_one(customer(sentinel, "After"))
-        .await
-        .unwrap();
-    written.push(sentinel);
-    let records = reader
-        .read_until(DEADLINE, "the sentinel", |r| {
-            r.iter()
-                .any(|record| record.key.as_deref() == Some(sentinel.to_hex().as_str()))
-        })
-        .await
-        .to_vec();
-    connector.stop().await;
-    // Each customer is its own key (and partition): compare as sets, duplicates kept.
-    let mut keys: Vec<String> = records.iter().filter_map(|r| r.key.clone()).collect();
-    keys.sort();
-    let mut expected: Vec<String> = written.iter().map(|id| id.to_hex()).collect();
-    expected.sort();
-    assert_eq!(keys, expected, "every change once");
+    run.finish(Copies::None).await;
 }

@@ -5,11 +5,11 @@
 //! is brought back by the test server's `storefrontStarveChangeStream` fail point, scoped to this
 //! test's collection (so tests running alongside are unaffected).
 
-use mongodb::bson::{Document, doc, oid::ObjectId};
-use storefront_tests::{DEADLINE, InProcess, TopicReader, eventually, http_get, stack};
+use mongodb::bson::doc;
+use storefront_tests::{DEADLINE, eventually, http_get, stack};
 
 mod common;
-use common::{customer, metric_value};
+use common::{AccountsRun, Copies, metric_value};
 
 /// Turns the fail point on or off for `namespace`: from then on (a getMore already waiting
 /// included), the stream's getMores answer empty batches whose tokens move on.
@@ -38,31 +38,12 @@ async fn a_stream_that_leaves_changes_unread_shows_failing_until_it_reads_them()
     config.stream.max_await_ms = 500;
     config.stream.read_stall_ms = 2_000;
     config.stream.unread_check_ms = 500;
-    let topic = config.topics.customer_change.clone();
     let stream = config.sources.accounts.to_string();
-    let connector = InProcess::start(|stop| cdc_connector::start(config.clone(), stop)).await;
-    let addr = connector.http_addr();
-    let customers = stack()
-        .mongo_client()
-        .await
-        .database(&config.sources.accounts.database)
-        .collection::<Document>(&config.sources.accounts.collection);
-    let mut reader = TopicReader::new(&[&topic]);
-    let before = ObjectId::new();
-    customers
-        .insert_one(customer(before, "Before"))
-        .await
-        .unwrap();
-    reader
-        .read_until(DEADLINE, "the change before the stall", |r| !r.is_empty())
-        .await;
+    let mut run = AccountsRun::start(&config).await;
+    let addr = run.addr();
 
     starve(&stream, true).await;
-    let unread = ObjectId::new();
-    customers
-        .insert_one(customer(unread, "Unread"))
-        .await
-        .unwrap();
+    run.write("Unread").await;
     let failing = eventually(
         DEADLINE,
         "/health to report the change the stream has not read",
@@ -84,23 +65,5 @@ async fn a_stream_that_leaves_changes_unread_shows_failing_until_it_reads_them()
 
     starve(&stream, false).await;
     storefront_tests::until_healthy(addr).await;
-    let sentinel = ObjectId::new();
-    customers
-        .insert_one(customer(sentinel, "After"))
-        .await
-        .unwrap();
-    let records = reader
-        .read_until(DEADLINE, "the sentinel", |r| {
-            r.iter()
-                .any(|record| record.key.as_deref() == Some(sentinel.to_hex().as_str()))
-        })
-        .await
-        .to_vec();
-    connector.stop().await;
-    // Each customer is its own key (and partition): compare as sets, duplicates kept.
-    let mut keys: Vec<String> = records.iter().filter_map(|r| r.key.clone()).collect();
-    keys.sort();
-    let mut expected = [before, unread, sentinel].map(|id| id.to_hex());
-    expected.sort();
-    assert_eq!(keys, expected, "every change once");
+    run.finish(Copies::None).await;
 }

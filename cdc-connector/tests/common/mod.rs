@@ -55,3 +55,91 @@ pub fn metric_value(metrics: &str, metric: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// Whether a change may reach the topic more than once (at-least-once after an outage the
+/// producer retried through) or must be there exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// Every change at least once.
+    Allowed,
+    /// Every change exactly once.
+    None,
+}
+
+/// A connector running in this process, a writer of its `customer.accounts` source and a reader
+/// of its customer topic, remembering every customer written.
+pub struct AccountsRun {
+    /// The connector.
+    pub connector: storefront_tests::InProcess<cdc_connector::ConnectorError>,
+    customers: mongodb::Collection<Document>,
+    reader: storefront_tests::TopicReader,
+    written: Vec<ObjectId>,
+}
+
+impl AccountsRun {
+    /// Starts the connector (once healthy) with `config`, writes a first customer and waits
+    /// until its record is in the topic.
+    pub async fn start(config: &ConnectorConfig) -> Self {
+        let connector =
+            storefront_tests::InProcess::start(|stop| cdc_connector::start(config.clone(), stop))
+                .await;
+        let customers = stack()
+            .mongo_client()
+            .await
+            .database(&config.sources.accounts.database)
+            .collection::<Document>(&config.sources.accounts.collection);
+        let mut run = Self {
+            connector,
+            customers,
+            reader: storefront_tests::TopicReader::new(&[&config.topics.customer_change]),
+            written: Vec::new(),
+        };
+        run.write("Before").await;
+        run.reader
+            .read_until(storefront_tests::DEADLINE, "the first change", |r| {
+                !r.is_empty()
+            })
+            .await;
+        run
+    }
+
+    /// Where the connector serves `/health` and `/metrics`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.connector.http_addr()
+    }
+
+    /// Writes a new customer.
+    pub async fn write(&mut self, first_name: &str) -> ObjectId {
+        let id = ObjectId::new();
+        self.customers
+            .insert_one(customer(id, first_name))
+            .await
+            .unwrap();
+        self.written.push(id);
+        id
+    }
+
+    /// Writes a sentinel, reads the topic until it, stops the connector, and checks that every
+    /// customer written is in the topic as `copies` allows, and nothing else. Each customer is
+    /// its own key (and partition), so the keys are compared as a sorted list.
+    pub async fn finish(mut self, copies: Copies) {
+        let sentinel = self.write("Sentinel").await.to_hex();
+        let records = self
+            .reader
+            .read_until(storefront_tests::DEADLINE, "the sentinel", |r| {
+                r.iter()
+                    .any(|record| record.key.as_deref() == Some(sentinel.as_str()))
+            })
+            .await
+            .to_vec();
+        self.connector.stop().await;
+        let mut keys: Vec<String> = records.iter().filter_map(|r| r.key.clone()).collect();
+        keys.sort();
+        if copies == Copies::Allowed {
+            keys.dedup();
+        }
+        let mut expected: Vec<String> = self.written.iter().map(|id| id.to_hex()).collect();
+        expected.sort();
+        assert_eq!(keys, expected, "every change in Kafka ({copies:?} copies)");
+    }
+}
