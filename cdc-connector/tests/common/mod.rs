@@ -71,7 +71,7 @@ pub enum Copies {
 pub struct AccountsRun {
     /// The connector.
     pub connector: storefront_tests::InProcess<cdc_connector::ConnectorError>,
-    customers: mongodb::Collection<Document>,
+    accounts: storefront_schemas::topology::Namespace,
     reader: storefront_tests::TopicReader,
     written: Vec<ObjectId>,
 }
@@ -83,14 +83,9 @@ impl AccountsRun {
         let connector =
             storefront_tests::InProcess::start(|stop| cdc_connector::start(config.clone(), stop))
                 .await;
-        let customers = stack()
-            .mongo_client()
-            .await
-            .database(&config.sources.accounts.database)
-            .collection::<Document>(&config.sources.accounts.collection);
         let mut run = Self {
             connector,
-            customers,
+            accounts: config.sources.accounts.clone(),
             reader: storefront_tests::TopicReader::new(&[&config.topics.customer_change]),
             written: Vec::new(),
         };
@@ -108,10 +103,15 @@ impl AccountsRun {
         self.connector.http_addr()
     }
 
-    /// Writes a new customer.
+    /// Writes a new customer, with a client of its own: after MongoDB restarted, a pooled
+    /// connection is dead, and the test server (no sessions) does not retry writes.
     pub async fn write(&mut self, first_name: &str) -> ObjectId {
         let id = ObjectId::new();
-        self.customers
+        stack()
+            .mongo_client()
+            .await
+            .database(&self.accounts.database)
+            .collection::<Document>(&self.accounts.collection)
             .insert_one(customer(id, first_name))
             .await
             .unwrap();
