@@ -72,7 +72,12 @@ pub struct StreamSettings {
     /// collection again and streams on from there.
     pub on_lost_history: LostHistoryPolicy,
     /// Events published but not yet acknowledged by Kafka, per stream. When reached, the stream
-    /// waits for acknowledgements: backpressure, never dropping.
+    /// waits for acknowledgements: backpressure, never dropping. This bounds the connector's
+    /// memory while Kafka is down: each record waiting costs about 3 KB (librdkafka's copy,
+    /// its in-flight entry), so the default keeps a connector of three streams near 80 MB, where
+    /// 10,000 took it to 150 MB (docs/benchmarks.md, "Memory under a stalled sink"). A higher
+    /// value did not speed the connector up in its throughput bench (Kafka acknowledges within
+    /// milliseconds).
     pub max_in_flight: usize,
     /// How long the server holds an empty `getMore` of a change stream open, waiting for a
     /// change (`maxAwaitTimeMS`), in milliseconds. A change ends the wait at once, so this bounds
@@ -127,7 +132,7 @@ impl Default for StreamSettings {
             watch: WatchedSource::ALL.to_vec(),
             snapshot: SnapshotMode::Initial,
             on_lost_history: LostHistoryPolicy::Fail,
-            max_in_flight: 10_000,
+            max_in_flight: 2_000,
             max_await_ms: 1_000,
             idle_poll_max_ms: 500,
             max_event_bytes: 1_000_000,

@@ -113,10 +113,17 @@ impl std::fmt::Debug for Publisher {
 /// partition anyway). Defaults only: an operator's `kafka.properties` wins, for example a
 /// `linger.ms` of 1 that trades producer CPU for about 4 ms less latency at moderate rates
 /// (docs/benchmarks.md).
+///
+/// `queue.buffering.max.kbytes` bounds the record values librdkafka holds until Kafka
+/// acknowledges them (its default is 1 GiB): `stream.max_in_flight` counts records, and with
+/// events near `stream.max_event_bytes` (1 MB) three streams could otherwise hold gigabytes while
+/// Kafka is down. At 16 MiB it does not bind for the storefront's events (30,000 of them waiting
+/// did not fill it); a full queue makes [`Publisher::send_event`] wait, never drop.
 const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
     ("compression.type", "lz4"),
     ("queue.buffering.max.messages", "200000"),
+    ("queue.buffering.max.kbytes", "16384"),
 ];
 
 /// The idempotent producer's configuration: [`PRODUCER_DEFAULTS`] as defaults the operator's
@@ -301,6 +308,7 @@ mod tests {
         let mut settings = KafkaSettings::default();
         let defaults = producer_client_config(&settings, "test");
         assert_eq!(defaults.get("linger.ms"), Some("5"));
+        assert_eq!(defaults.get("queue.buffering.max.kbytes"), Some("16384"));
         assert_eq!(defaults.get("compression.type"), Some("lz4"));
         assert_eq!(defaults.get("enable.idempotence"), Some("true"));
 
@@ -308,8 +316,12 @@ mod tests {
         settings
             .properties
             .insert("compression.type".into(), "zstd".into());
+        settings
+            .properties
+            .insert("queue.buffering.max.kbytes".into(), "65536".into());
         let tuned = producer_client_config(&settings, "test");
         assert_eq!(tuned.get("linger.ms"), Some("1"));
+        assert_eq!(tuned.get("queue.buffering.max.kbytes"), Some("65536"));
         assert_eq!(tuned.get("compression.type"), Some("zstd"));
         assert_eq!(tuned.get("queue.buffering.max.messages"), Some("200000"));
         assert_eq!(tuned.get("enable.idempotence"), Some("true"));

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::client::{Client, ClientContext};
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
@@ -306,18 +306,26 @@ impl ConsumerContext for ProjectorContext {
     }
 }
 
-/// Builds the consumer of `projector`: manual offset store and commit (from
-/// [`kafka::consumer_config`]), statistics for lag, our callbacks, and `guarantees` (keys of
-/// [`GUARANTEED_KAFKA_PROPERTIES`] this client needs besides the consumer's own).
-///
-/// [`GUARANTEED_KAFKA_PROPERTIES`]: storefront_plumbing::settings::GUARANTEED_KAFKA_PROPERTIES
-pub fn consumer(
+/// How much a consumer prefetches: the limit of librdkafka's queue of fetched records, in KiB of
+/// record values, and the most one fetch response may carry. A projector takes one batch
+/// (`apply.batch_size`, 1,000) while it writes the one before, so it needs little ahead of it:
+/// 1 MiB of values is 2,000 to 3,000 of its events. librdkafka's own defaults (64 MiB per
+/// consumer, responses up to 50 MiB) let a projector that cannot write (MongoDB down) fetch its
+/// whole backlog: 186 MB of RSS with 100,000 events waiting, against 32 MB idle
+/// (`docs/benchmarks.md`, "Memory under a stalled sink"). Each queued record costs about three
+/// times its value (its headers, librdkafka's message, the response buffer it keeps alive).
+const PREFETCH_KBYTES: &str = "1024";
+const FETCH_MAX_BYTES: &str = "1048576";
+
+/// The configuration of `projector`'s consumer: the consumers' tuning (defaults the operator's
+/// `kafka.properties` replace), the manual offset store and commit of
+/// [`kafka::consumer_config`], and `guarantees`; with the fetch queue's limits it runs with.
+fn consumer_client_config(
     config: &ProjectorsConfig,
     projector: Projector,
     client_id: &str,
-    health: Health,
     guarantees: &[(&str, &str)],
-) -> Result<StreamConsumer<ProjectorContext>, KafkaSetupError> {
+) -> (ClientConfig, QueueLimits) {
     let fetch_stall = Duration::from_millis(config.apply.fetch_stall_ms);
     let statistics_interval = fetch_watch::statistics_interval(
         Duration::from_millis(config.apply.lag_interval_ms),
@@ -331,6 +339,9 @@ pub fn consumer(
         // librdkafka lets a fetch wait up to 500 ms for data by default; a projector is latency
         // bound (and a newly assigned partition's first fetch often waits the whole time).
         ("fetch.wait.max.ms", "100"),
+        // Bounded memory while the projector cannot keep up or cannot write.
+        ("queued.max.messages.kbytes", PREFETCH_KBYTES),
+        ("fetch.max.bytes", FETCH_MAX_BYTES),
     ];
     let mut client = kafka::consumer_config(
         &config.kafka,
@@ -343,12 +354,33 @@ pub fn consumer(
     for (key, value) in guarantees {
         client.set(*key, *value);
     }
+    // Where the fetcher waits for the application: the tuning, unless the operator set them.
     let properties = config.kafka.client_properties();
     let queue = QueueLimits::from_properties(
-        properties
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str())),
+        tuning.iter().copied().chain(
+            properties
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        ),
     );
+    (client, queue)
+}
+
+/// Builds the consumer of `projector`: manual offset store and commit (from
+/// [`kafka::consumer_config`]), statistics for lag, a bounded prefetch, our callbacks, and
+/// `guarantees` (keys of [`GUARANTEED_KAFKA_PROPERTIES`] this client needs besides the
+/// consumer's own).
+///
+/// [`GUARANTEED_KAFKA_PROPERTIES`]: storefront_plumbing::settings::GUARANTEED_KAFKA_PROPERTIES
+pub fn consumer(
+    config: &ProjectorsConfig,
+    projector: Projector,
+    client_id: &str,
+    health: Health,
+    guarantees: &[(&str, &str)],
+) -> Result<StreamConsumer<ProjectorContext>, KafkaSetupError> {
+    let (client, queue) = consumer_client_config(config, projector, client_id, guarantees);
+    let fetch_stall = Duration::from_millis(config.apply.fetch_stall_ms);
     let fetches = Fetches::new(
         &config.kafka,
         client_id,
@@ -521,6 +553,38 @@ pub(crate) fn report_commit(projector: Projector, result: KafkaResult<()>, what:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefetch_is_bounded_unless_the_operator_says_otherwise() {
+        let mut config = ProjectorsConfig::default();
+        let guarantees = [("enable.partition.eof", "true")];
+        let (client, queue) =
+            consumer_client_config(&config, Projector::Orders, "test", &guarantees);
+        assert_eq!(client.get("queued.max.messages.kbytes"), Some("1024"));
+        assert_eq!(client.get("fetch.max.bytes"), Some("1048576"));
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(queue.bytes, 1024 * 1024, "the fetch watch knows the limit");
+
+        for (key, value) in [
+            ("queued.max.messages.kbytes", "65536"),
+            ("fetch.max.bytes", "52428800"),
+            ("group.id", "not-the-operators"),
+        ] {
+            config.kafka.properties.insert(key.into(), value.into());
+        }
+        let (client, queue) =
+            consumer_client_config(&config, Projector::Orders, "test", &guarantees);
+        assert_eq!(client.get("queued.max.messages.kbytes"), Some("65536"));
+        assert_eq!(client.get("fetch.max.bytes"), Some("52428800"));
+        assert_eq!(queue.bytes, 65536 * 1024);
+        // The guarantees' settings are never the operator's.
+        assert_eq!(
+            client.get("group.id"),
+            Some(config.consumer_group(Projector::Orders).as_str())
+        );
+        assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(client.get("enable.partition.eof"), Some("true"));
+    }
 
     #[test]
     fn each_kafka_failure_shows_and_clears_only_itself() {
