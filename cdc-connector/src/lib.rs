@@ -13,6 +13,8 @@
 //! - [`checkpoint`]: resume tokens and the once-per-id ledger, stored in MongoDB.
 //! - [`lease`]: one active process per set of streams, others standing by.
 //! - [`metrics`]: the connector's metrics.
+//! - [`reconcile`]: `reconcile` compares sources with their copies and repairs drift;
+//!   [`republish`] re-emits chosen source documents (repairs, dead-letter redrives).
 //! - [`watch`]: stall detection per stream (Kafka not acknowledging, MongoDB not answering,
 //!   changes left unread), reported in `/health` and metrics.
 //! - [`run`] / [`start`]: the process entry point, which takes its shutdown signal as a future so
@@ -34,8 +36,12 @@ pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod publisher;
+pub mod reconcile;
 pub mod source;
 pub mod watch;
+
+/// Re-emitting source documents' current state through Kafka (see [`reconcile::republish`]).
+pub use reconcile::republish;
 
 use std::future::Future;
 use std::sync::Arc;
