@@ -32,7 +32,7 @@ use storefront_schemas::documents::{CustomerId, OrderStatusType};
 use storefront_schemas::events::{
     CustomerChangeEvent, EventPayload, FulfillmentRequestEvent, OrderStatusChangeEvent,
 };
-use storefront_schemas::metadata::{EventMetadata, EventType, SCHEMA_VERSION};
+use storefront_schemas::metadata::{EventMetadata, EventType, SCHEMA_VERSION, header};
 use storefront_schemas::topology::StorefrontTopics;
 
 /// A record that decoded into an event.
@@ -160,8 +160,23 @@ pub fn decode_parts<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     topics: &StorefrontTopics,
 ) -> Result<Event, Poison> {
-    let metadata = EventMetadata::from_headers(headers)
+    let headers: Vec<(&str, &[u8])> = headers.into_iter().collect();
+    check_headers(&headers)?;
+    let metadata = EventMetadata::from_headers(headers.iter().copied())
         .map_err(|e| Poison::new(PoisonKind::Headers, e.to_string()))?;
+    // Guard fields hold the position as a signed 64-bit integer: a larger cluster time (no
+    // MongoDB gives one before the year 2038) would be clamped and then outrank every real one.
+    if i64::try_from(metadata.position.as_u64()).is_err() {
+        return Err(Poison::new(
+            PoisonKind::Headers,
+            format!(
+                "header {}: {} is beyond any cluster time (at most {})",
+                header::CLUSTER_TIME,
+                metadata.position.as_u64(),
+                i64::MAX
+            ),
+        ));
+    }
     let expected: &[EventType] = if topic == topics.customer_change {
         &[EventType::CustomerChanged, EventType::CustomerDeleted]
     } else if topic == topics.order_status_change {
@@ -246,11 +261,70 @@ pub fn decode_parts<'a>(
         }
         EventType::CustomerDeleted => unreachable!("tombstones returned above"),
     };
+    require_subject(&metadata, key)?;
     Ok(Event { metadata, body })
+}
+
+/// Headers that contradict themselves: a CloudEvents header given twice with different values
+/// (which one would win is up to the reader), or a `content-type` that says the body is not the
+/// JSON payload (absent is fine: JSON is the binding's default here).
+fn check_headers(headers: &[(&str, &[u8])]) -> Result<(), Poison> {
+    let poison = |reason: String| Err(Poison::new(PoisonKind::Headers, reason));
+    for (index, (name, value)) in headers.iter().enumerate() {
+        let ours = name.starts_with("ce_") || *name == header::CONTENT_TYPE;
+        if ours
+            && headers[..index]
+                .iter()
+                .any(|(other, earlier)| other == name && earlier != value)
+        {
+            return poison(format!("header {name} appears twice with different values"));
+        }
+    }
+    if let Some((_, value)) = headers.iter().find(|(n, _)| *n == header::CONTENT_TYPE) {
+        let Ok(text) = std::str::from_utf8(value) else {
+            return poison(format!("header {} is not UTF-8", header::CONTENT_TYPE));
+        };
+        let media_type = text.split(';').next().unwrap_or_default().trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
+            return poison(format!(
+                "header {}: `{text}` is not application/json, the only body this release reads",
+                header::CONTENT_TYPE
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `ce_subject` names the aggregate, as the key does; a record whose two disagree is not one
+/// this pipeline wrote.
+fn require_subject(metadata: &EventMetadata, key: &str) -> Result<(), Poison> {
+    if metadata.subject == key {
+        Ok(())
+    } else {
+        Err(Poison::new(
+            PoisonKind::Headers,
+            format!(
+                "header {} `{}` differs from the record key `{key}`",
+                header::SUBJECT,
+                metadata.subject
+            ),
+        ))
+    }
 }
 
 /// Reads a payload, telling a body that is not JSON from one that is not the payload.
 fn payload<T: EventPayload>(body: &[u8]) -> Result<T, Poison> {
+    // JSON is UTF-8 (RFC 8259); serde_json checks it only in the strings it reads, so a body
+    // whose invalid byte sits in a skipped string would otherwise pass as "JSON" here.
+    if let Err(error) = std::str::from_utf8(body) {
+        return Err(Poison::new(
+            PoisonKind::NotJson,
+            format!(
+                "the value is not UTF-8 (invalid byte at offset {}), so not JSON",
+                error.valid_up_to()
+            ),
+        ));
+    }
     T::from_json(body).map_err(|error| {
         let kind = if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
             PoisonKind::Schema
@@ -355,6 +429,19 @@ mod tests {
 
     fn headers(event_type: EventType, subject: &str) -> Vec<(&'static str, String)> {
         metadata(event_type, subject).to_headers()
+    }
+
+    /// A customer change's headers with `name` set to `value` (replaced, or added).
+    fn with_header(subject: &str, name: &'static str, value: &str) -> Vec<(&'static str, String)> {
+        let mut h = without_header(subject, name);
+        h.push((name, value.to_owned()));
+        h
+    }
+
+    fn without_header(subject: &str, name: &str) -> Vec<(&'static str, String)> {
+        let mut h = headers(EventType::CustomerChanged, subject);
+        h.retain(|(k, _)| *k != name);
+        h
     }
 
     #[test]
@@ -543,6 +630,78 @@ mod tests {
                 body: Some(request_json(&[(2, "APPROVED"), (3, "PROCESSING")])),
                 headers: headers(FulfillmentRequested, GUID),
                 expect: Err((Contract, "not currently APPROVED")),
+            },
+            Case {
+                what: "content-type that is not JSON",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some(customer_json(CUSTOMER)),
+                headers: with_header(CUSTOMER, "content-type", "application/avro"),
+                expect: Err((Headers, "`application/avro` is not application/json")),
+            },
+            Case {
+                what: "JSON content-type with a charset",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some(customer_json(CUSTOMER)),
+                headers: with_header(CUSTOMER, "content-type", "Application/JSON; charset=utf-8"),
+                expect: Ok("changed"),
+            },
+            Case {
+                what: "no content-type",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some(customer_json(CUSTOMER)),
+                headers: without_header(CUSTOMER, "content-type"),
+                expect: Ok("changed"),
+            },
+            Case {
+                what: "ce_type twice, differing",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some(customer_json(CUSTOMER)),
+                headers: {
+                    let mut h = headers(CustomerChanged, CUSTOMER);
+                    h.push(("ce_type", CustomerDeleted.ce_type().into()));
+                    h
+                },
+                expect: Err((Headers, "ce_type appears twice")),
+            },
+            Case {
+                what: "subject differs from the key",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some(customer_json(CUSTOMER)),
+                headers: with_header(CUSTOMER, "ce_subject", "someone-else"),
+                expect: Err((Headers, "ce_subject `someone-else` differs")),
+            },
+            Case {
+                what: "cluster time beyond i64",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some(customer_json(CUSTOMER)),
+                headers: with_header(CUSTOMER, "ce_clustertime", &u64::MAX.to_string()),
+                expect: Err((Headers, "beyond any cluster time")),
+            },
+            Case {
+                what: "negative cluster time",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some(customer_json(CUSTOMER)),
+                headers: with_header(CUSTOMER, "ce_clustertime", "-5"),
+                expect: Err((Headers, "ce_clustertime")),
+            },
+            Case {
+                what: "value not UTF-8",
+                topic: t.customer_change.clone(),
+                key: Some(CUSTOMER),
+                body: Some({
+                    let mut body = customer_json(CUSTOMER);
+                    body.insert(8, 0xff);
+                    body
+                }),
+                headers: headers(CustomerChanged, CUSTOMER),
+                expect: Err((NotJson, "not UTF-8 (invalid byte at offset 8)")),
             },
             Case {
                 what: "unknown statuses pass through",

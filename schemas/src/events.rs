@@ -35,11 +35,29 @@ pub trait EventPayload: Serialize + DeserializeOwned + JsonSchema {
     }
 
     /// Reads a record body. Unknown fields are ignored (fields may be added to the contract).
+    /// The reason names the offending field's path (`name.firstName`, `addresses[0].city`), since
+    /// serde's own message says only what was expected and where in the text.
     fn from_json(body: &[u8]) -> Result<Self, PayloadError> {
-        serde_json::from_slice(body).map_err(|e| PayloadError {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let reason = e.into_inner().to_string();
+            PayloadError {
+                event: Self::NAME,
+                // An error in the body as a whole (not JSON at all) has the path ".".
+                reason: if path == "." {
+                    reason
+                } else {
+                    format!("field `{path}`: {reason}")
+                },
+            }
+        })?;
+        // Trailing characters after the payload, as serde_json::from_slice refuses them.
+        deserializer.end().map_err(|e| PayloadError {
             event: Self::NAME,
             reason: e.to_string(),
-        })
+        })?;
+        Ok(value)
     }
 }
 
@@ -164,4 +182,55 @@ pub fn json_schemas() -> Vec<(String, String)> {
         one::<FulfillmentRequestEvent>(),
         one::<OrderStatusChangeEvent>(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_payload_names_the_offending_field() {
+        let cases: [(&[u8], &str); 5] = [
+            (
+                br#"{"guid":"g","orderStatusEvent":{"timestamp":"soon","orderStatusType":"SHIPPED"}}"#,
+                "field `orderStatusEvent.timestamp`: expected a whole number",
+            ),
+            (
+                br#"{"guid":7,"orderStatusEvent":{"timestamp":1,"orderStatusType":"SHIPPED"}}"#,
+                "field `guid`: invalid type: integer `7`, expected a string",
+            ),
+            (
+                br#"{"guid":"g","orderStatusEvent":{"timestamp":1}}"#,
+                "field `orderStatusEvent`: missing field `orderStatusType`",
+            ),
+            (br#"{"guid":"g","orderStat"#, "EOF while parsing"),
+            (
+                br#"{"guid":"g","orderStatusEvent":{"timestamp":1,"orderStatusType":"SHIPPED"}} x"#,
+                "trailing characters",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = OrderStatusChangeEvent::from_json(body).unwrap_err();
+            assert!(
+                error.reason.contains(expected),
+                "{}: `{}` lacks `{expected}`",
+                String::from_utf8_lossy(body),
+                error.reason
+            );
+        }
+        let error = CustomerChangeEvent::from_json(
+            br#"{"id":"c","name":{"title":"Ms.","firstName":"A","lastName":"B"},
+                 "contact":{"primaryPhone":"1","email":"e"},
+                 "addresses":[{"type":"SHIPPING","description":"d","address1":"a","city":5,
+                               "state":"s","postalCode":"p"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .reason
+                .starts_with("field `addresses[0].city`: invalid type"),
+            "{}",
+            error.reason
+        );
+    }
 }
