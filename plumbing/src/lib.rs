@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: the command-line flags both binaries share.
 //! - [`errors`]: the error policy: one layer per message, the chain printed once where reported.
+//! - [`dead_letters`]: reading, grouping and selecting dead letters (both binaries' operator commands).
 //! - [`config`]: layered configuration (defaults < TOML file < environment < flags) and validation.
 //! - [`settings`]: the config sections every process has (MongoDB, Kafka, HTTP, logging).
 //! - [`telemetry`]: logging, Prometheus metrics and the `/health` + `/metrics` HTTP endpoint.
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dead_letters;
 pub mod errors;
 pub mod kafka;
 pub mod kafka_io;

@@ -11,6 +11,12 @@
 //! | `dlq_projector` | the projector that refused it |
 //! | `dlq_source_topic`, `dlq_source_partition`, `dlq_source_offset` | where it came from |
 //!
+//! A record sent back by `projectors dead-letters redrive` carries `dlq_history` (its earlier
+//! failed attempts) and `dlq_redriven_from`; if it fails again, its dead letter keeps both, so
+//! the history grows by one attempt per failure (`docs/dead-letters.md`). Headers naming an
+//! attempt (`dlq_reason`, `dlq_kind`, ...) on the incoming record are not copied: the dead letter
+//! carries each once, for this attempt.
+//!
 //! The producer is idempotent with `acks=all`; the runner commits a poisoned record's offset only
 //! after its dead letter is acknowledged. A dead letter too large for the topic is sent without
 //! its value (header `dlq_value_omitted`), pointing at the source offset instead of being lost.
@@ -119,7 +125,13 @@ impl DeadLetters {
     ) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = record.headers() {
-            for h in original.iter() {
+            // A redriven record fails again: its earlier attempts travel in `dlq_history` (kept,
+            // so the new dead letter shows how often it failed); headers describing an attempt
+            // are this one's alone, so stale copies are left out.
+            for h in original
+                .iter()
+                .filter(|h| !header::ATTEMPT.contains(&h.key))
+            {
                 headers = headers.insert(Header {
                     key: h.key,
                     value: h.value,

@@ -23,6 +23,7 @@
 //!   commit; shared by the live runner and the rebuild.
 //! - [`runner`]: the live consumer group of one projector.
 //! - [`rebuild`](mod@rebuild): `projectors rebuild`: replay the retained topics into the projection.
+//! - [`redrive`]: `projectors dead-letters redrive`: send chosen dead letters back for processing.
 //! - [`topics`]: the topics and the retention a rebuild needs; creating the missing ones.
 //! - [`metrics`]: the projectors' metrics.
 //! - [`start`] / [`run`]: the process entry point, which takes its shutdown signal as a future so
@@ -53,6 +54,7 @@ pub mod fetch_watch;
 pub mod metrics;
 pub mod projection;
 pub mod rebuild;
+pub mod redrive;
 pub mod runner;
 pub mod store;
 pub mod topics;

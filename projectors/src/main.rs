@@ -15,6 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use storefront_plumbing::cli::CommonArgs;
 use storefront_plumbing::config;
+use storefront_plumbing::dead_letters::{self, DeadLettersCommand, Format};
 
 use projectors::config::{ENV_PREFIX, Projector, ProjectorsConfig};
 
@@ -53,6 +54,12 @@ enum Command {
     SetupTopics,
     /// Load and validate the configuration, print it with secrets redacted, and exit.
     CheckConfig,
+    /// Dead letters: list them grouped by reason, or send chosen ones back for processing after
+    /// the cause is fixed (see docs/dead-letters.md).
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -115,6 +122,11 @@ fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::DeadLetters { command } => {
+            storefront_plumbing::telemetry::init_logging(&config.log)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(dead_letters_command(&config, command))
+        }
         Command::SetupTopics => {
             storefront_plumbing::telemetry::init_logging(&config.log)?;
             let runtime = tokio::runtime::Runtime::new()?;
@@ -127,6 +139,56 @@ fn main() -> anyhow::Result<ExitCode> {
                 println!("{mismatch}");
             }
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn dead_letters_command(
+    config: &ProjectorsConfig,
+    command: DeadLettersCommand,
+) -> anyhow::Result<ExitCode> {
+    let client_id = format!("{}.dead-letters", projectors::APP_NAME);
+    match command {
+        DeadLettersCommand::List(args) => {
+            let topics = if args.topics.is_empty() {
+                vec![config.apply.dead_letter_topic.clone()]
+            } else {
+                args.topics.clone()
+            };
+            let mut redriven = std::collections::HashSet::new();
+            for topic in &topics {
+                redriven.extend(dead_letters::redriven(&config.kafka, &client_id, topic).await?);
+            }
+            let listing =
+                dead_letters::list(&config.kafka, &client_id, &topics, &args, &redriven).await?;
+            match args.format {
+                Format::Text => print!("{}", listing.to_text()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&listing)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLettersCommand::Redrive(args) => {
+            if args.select.is_empty() {
+                anyhow::bail!(
+                    "choose the dead letters to redrive (--kind, --reason, --group, --key, \
+                     --source-topic, --partition, --from-offset, --to-offset or --since)"
+                );
+            }
+            let options = projectors::redrive::RedriveOptions {
+                topic: args
+                    .topic
+                    .unwrap_or_else(|| config.apply.dead_letter_topic.clone()),
+                select: args.select,
+                by: args.by,
+                dry_run: args.dry_run,
+                again: args.again,
+            };
+            let report = projectors::redrive::redrive(config, &options).await?;
+            match args.format {
+                Format::Text => print!("{}", report.to_text()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
