@@ -55,6 +55,37 @@ pub struct ConnectorConfig {
     /// read, so no event, dead letter, header, log line or error carries them.
     #[serde(default)]
     pub sensitive: SensitiveFields,
+    /// What `cdc-connector reconcile` compares the sources with, and how hard it reads.
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+}
+
+/// What `cdc-connector reconcile` compares the sources with, and how hard it reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// The collections the projectors write (the projectors' `[targets]`; the defaults are
+    /// theirs): the customer copies and status histories (`orders`), the requests
+    /// (`fulfillment`).
+    pub targets: projectors::config::ProjectionTargets,
+    /// Documents per read batch: what reconcile holds in memory per collection it reads.
+    pub batch_size: u32,
+    /// At most this many documents read per second, sources and copies together, so a run does
+    /// not load the servers (0: no limit).
+    pub max_documents_per_second: u64,
+    /// Sample keys shown per check and kind of drift.
+    pub samples: usize,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            targets: projectors::config::ProjectionTargets::default(),
+            batch_size: 500,
+            max_documents_per_second: 5_000,
+            samples: 5,
+        }
+    }
 }
 
 /// How each change stream starts, resumes and paces itself.
@@ -290,6 +321,7 @@ impl Default for ConnectorConfig {
             checkpoints: CheckpointSettings::default(),
             lease: LeaseSettings::default(),
             sensitive: SensitiveFields::default(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 }
@@ -416,6 +448,9 @@ impl Validate for ConnectorConfig {
             problems.push(
                 "checkpoints.idle_interval_ms must be at least checkpoints.interval_ms".into(),
             );
+        }
+        if self.reconcile.batch_size == 0 {
+            problems.push("reconcile.batch_size must be at least 1".into());
         }
         if self.checkpoints.interval_ms == 0 {
             problems.push("checkpoints.interval_ms must be at least 1".into());

@@ -40,6 +40,35 @@ enum Command {
     Run,
     /// Load and validate the configuration, print it with secrets redacted, and exit.
     CheckConfig,
+    /// Compare each source collection with its copies (through the connector's mapping and the
+    /// projectors' projection) and report missing, extra and mismatched keys; exit 0 without
+    /// drift, 1 with drift, 2 on error. `--repair` re-emits the drifted sources through Kafka.
+    Reconcile(ReconcileArgs),
+}
+
+/// Options of `reconcile` (its collections, batch size, rate and samples are in `[reconcile]`).
+#[derive(Debug, clap::Args)]
+struct ReconcileArgs {
+    /// Re-emit the current state of each drifted key's source through Kafka, so the projectors
+    /// repair the copy (safe while the pipeline runs).
+    #[arg(long)]
+    repair: bool,
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+    /// Also write the drift as Prometheus text to this file (for node_exporter's textfile
+    /// collector; written to a temporary file, then renamed).
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<std::path::PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -54,6 +83,7 @@ fn main() -> anyhow::Result<ExitCode> {
             print!("{}", config::to_toml(&config.redacted())?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reconcile(args) => Ok(reconcile(&config, &args)),
         Command::Run => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -70,5 +100,49 @@ fn main() -> anyhow::Result<ExitCode> {
                 })
             })
         }
+    }
+}
+
+/// `reconcile`: 0 without drift, 1 with drift, 2 when it could not finish.
+fn reconcile(config: &ConnectorConfig, args: &ReconcileArgs) -> ExitCode {
+    let options = cdc_connector::reconcile::Options {
+        repair: args.repair,
+        progress: !args.quiet,
+    };
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime
+                .block_on(cdc_connector::reconcile::run(config, &options))
+                .map_err(anyhow::Error::from)
+        });
+    let report = match outcome {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("reconcile failed: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.format {
+        ReportFormat::Text => print!("{}", report.text()),
+        ReportFormat::Json => println!("{}", report.json()),
+    }
+    if let Some(path) = &args.metrics_file {
+        let finished = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let temporary = path.with_extension("prom.tmp");
+        let written = std::fs::write(&temporary, report.prometheus(finished))
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = written {
+            eprintln!("reconcile: writing {} failed: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.total() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
