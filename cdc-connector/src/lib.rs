@@ -2,6 +2,7 @@
 //! Kafka, so that no application code has to write to both (the dual write this project removes).
 //!
 //! - [`config`]: the connector's configuration.
+//! - [`dead_letters`]: `dead-letters list|redrive`: the connector's dead letters for operators.
 //! - [`mapping`]: source changes to domain events (pure; one module per source collection).
 //! - [`pipeline`]: one change stream to Kafka: snapshot, stream, checkpoints, dead letters (its
 //!   module doc states the delivery guarantees).
@@ -31,6 +32,7 @@
 pub mod acks;
 pub mod checkpoint;
 pub mod config;
+pub mod dead_letters;
 pub mod lease;
 pub mod mapping;
 pub mod metrics;

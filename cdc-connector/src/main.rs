@@ -44,6 +44,12 @@ enum Command {
     /// projectors' projection) and report missing, extra and mismatched keys; exit 0 without
     /// drift, 1 with drift, 2 on error. `--repair` re-emits the drifted sources through Kafka.
     Reconcile(ReconcileArgs),
+    /// Dead letters: list them grouped by reason, or re-emit the current state of the documents
+    /// of chosen ones after the cause is fixed (see docs/dead-letters.md).
+    DeadLetters {
+        #[command(subcommand)]
+        command: storefront_plumbing::dead_letters::DeadLettersCommand,
+    },
 }
 
 /// Options of `reconcile` (its collections, batch size, rate and samples are in `[reconcile]`).
@@ -84,6 +90,14 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile(args) => Ok(reconcile(&config, &args)),
+        Command::DeadLetters { command } => {
+            storefront_plumbing::telemetry::init_logging(&config.log)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let output =
+                runtime.block_on(cdc_connector::dead_letters::command(&config, command))?;
+            print!("{output}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
