@@ -140,6 +140,13 @@ impl Republisher {
     /// Connects to the connector's MongoDB and Kafka as `config` says.
     pub async fn connect(config: &ConnectorConfig) -> Result<Self, RepublishError> {
         let client = storefront_plumbing::mongo::client(&config.mongo, crate::APP_NAME).await?;
+        // As the connector does at start: the topics exist even before it ever ran.
+        storefront_plumbing::kafka::ensure_topics(
+            &config.kafka,
+            crate::APP_NAME,
+            &crate::topic_specs(config),
+        )
+        .await?;
         let publisher = Publisher::new(
             &config.kafka,
             crate::APP_NAME,
