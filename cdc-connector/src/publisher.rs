@@ -58,6 +58,38 @@ impl Future for KafkaDelivery {
     }
 }
 
+/// The most a dead letter's key and value may take together: below librdkafka's and the
+/// broker's default maximum message size (1,000,000 and 1,048,588 bytes) with room for the
+/// headers. A dead letter is what must always get through: one refused as too large would stop
+/// the stream (an oversized field makes an event too large, and its document larger still).
+const DEAD_LETTER_MAX_BYTES: usize = 900_000;
+/// The most a dead letter's key or a header of it may take (a guid or `_id` can be huge, and a
+/// reason can quote a value).
+const DEAD_LETTER_MAX_TEXT: usize = 16 * 1024;
+
+/// `text` cut to [`DEAD_LETTER_MAX_TEXT`] bytes (at a character boundary), marked as cut.
+fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= DEAD_LETTER_MAX_TEXT {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = DEAD_LETTER_MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}... ({} bytes)", &text[..end], text.len()))
+}
+
+/// The key and value of a dead letter that fits: the value replaced by `{}` when the two would
+/// be larger than [`DEAD_LETTER_MAX_BYTES`] (`true`: omitted), the key [`shorten`]ed.
+fn fit_dead_letter(key: &str, body: String) -> (std::borrow::Cow<'_, str>, String, bool) {
+    let key = shorten(key);
+    if key.len() + body.len() <= DEAD_LETTER_MAX_BYTES {
+        (key, body, false)
+    } else {
+        (key, "{}".to_owned(), true)
+    }
+}
+
 /// What a dead letter says.
 #[derive(Debug)]
 pub struct DeadLetter<'a> {
@@ -210,23 +242,33 @@ impl Publisher {
             .into_relaxed_extjson()
             .to_string();
         let key = letter.key.unwrap_or(&document_id);
+        let (key, body, value_omitted) = fit_dead_letter(key, body);
+        let document_id = shorten(&document_id);
+        let reason = shorten(letter.reason);
+        let field = shorten(letter.field);
         let source = format!(
             "/mongodb/{}/{}",
             change.namespace.database, change.namespace.collection
         );
         let cluster_time = change.position.as_u64().to_string();
         let mut headers = vec![
-            (dead_letter_header::REASON, letter.reason),
+            (dead_letter_header::REASON, reason.as_ref()),
             (dead_letter_header::SOURCE, source.as_str()),
             (dead_letter_header::OPERATION, change.kind.operation_name()),
             (dead_letter_header::CLUSTER_TIME, cluster_time.as_str()),
-            (dead_letter_header::DOCUMENT_ID, document_id.as_str()),
+            (dead_letter_header::DOCUMENT_ID, document_id.as_ref()),
         ];
-        if !letter.field.is_empty() {
-            headers.push((dead_letter_header::FIELD, letter.field));
+        if !field.is_empty() {
+            headers.push((dead_letter_header::FIELD, field.as_ref()));
         }
         if let Some(entry) = letter.entry {
             headers.push((dead_letter_header::ENTRY, entry.path.as_str()));
+        }
+        if value_omitted {
+            headers.push((
+                dead_letter_header::VALUE_OMITTED,
+                "larger than a dead letter may be; read the document in its source collection",
+            ));
         }
         let headers = headers
             .into_iter()
@@ -302,6 +344,26 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_always_fits_in_a_kafka_record() {
+        let small = fit_dead_letter("guid-1", "{\"a\":1}".to_owned());
+        assert_eq!(small, ("guid-1".into(), "{\"a\":1}".to_owned(), false));
+        let document = format!("{{\"x\":\"{}\"}}", "x".repeat(1_100_000));
+        let (key, body, omitted) = fit_dead_letter("guid-2", document);
+        assert_eq!(
+            (key.as_ref(), body.as_str(), omitted),
+            ("guid-2", "{}", true)
+        );
+        let huge_key = "k".repeat(1_100_000);
+        let (key, body, omitted) = fit_dead_letter(&huge_key, "{}".to_owned());
+        assert!(key.len() < DEAD_LETTER_MAX_TEXT + 64, "{}", key.len());
+        assert!(key.ends_with("... (1100000 bytes)"), "{key}");
+        assert_eq!((body.as_str(), omitted), ("{}", false));
+        // Cut at a character boundary.
+        let wide = "\u{e9}".repeat(DEAD_LETTER_MAX_TEXT);
+        assert!(shorten(&wide).starts_with('\u{e9}'));
+    }
 
     #[test]
     fn the_producers_tuning_is_a_default_the_operator_overrides() {

@@ -9,6 +9,7 @@
 //! - [`TopicReader`]: reads topics from the beginning into [`Record`]s until a condition holds.
 //! - [`client_config`]: the configuration librdkafka clients report they run with (`debug=conf`).
 //! - [`corpus`]: the corpus of real-shaped source documents with their expected events.
+//! - [`bad_input`]: the bad-input corpus generated from a seed, each item classified.
 //! - [`http_get`], [`until_healthy`], [`InProcess`], [`Daemon`]: talk to a process's `/health`
 //!   endpoint; run the connector or the projectors in the test process, or a built binary that is
 //!   stopped with SIGTERM like an orchestrator would.
@@ -23,6 +24,7 @@
 //!   SASL listener to test authenticated clients against instead of the local broker's, whose
 //!   address and user come from `dev/stack env`.
 
+pub mod bad_input;
 pub mod client_config;
 pub mod corpus;
 pub mod guard;
