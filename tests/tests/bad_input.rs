@@ -167,6 +167,32 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
         corpus.records.len(),
         corpus.hosts.len()
     );
+    let letters = corpus.documents.iter().filter(|d| !d.letters.is_empty());
+    let maps = |m: &Mapping| !matches!(m, Mapping::Nothing);
+    eprintln!(
+        "  documents: {} must dead-letter ({} of them also map: an entry left out), {} must map \
+         only, {} must come to nothing; records: {} must dead-letter, {} must map, {} the broker \
+         refuses",
+        letters.clone().count(),
+        letters.filter(|d| maps(&d.mapping)).count(),
+        corpus
+            .documents
+            .iter()
+            .filter(|d| d.letters.is_empty() && maps(&d.mapping))
+            .count(),
+        corpus
+            .documents
+            .iter()
+            .filter(|d| d.letters.is_empty() && !maps(&d.mapping))
+            .count(),
+        corpus.records.iter().filter(|r| r.letter.is_some()).count(),
+        corpus.records.iter().filter(|r| maps(&r.mapping)).count(),
+        corpus
+            .records
+            .iter()
+            .filter(|r| r.refused_by_broker)
+            .count(),
+    );
     for (what, category, count) in corpus.sizes() {
         eprintln!("  {what:<18} {category:<14} {count}");
     }
