@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rdkafka::client::Client;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -495,7 +496,26 @@ pub async fn read(
     Ok(summary)
 }
 
-fn client_of(consumer: &StreamConsumer<TracingContext>) -> &Client<TracingContext> {
+/// [`TracingContext`], except that reaching the end of a partition, which the reader asks to be
+/// told about, is not logged as a client error.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        TracingContext.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            TracingContext.error(error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+fn client_of(consumer: &StreamConsumer<ReaderContext>) -> &Client<ReaderContext> {
     consumer.client()
 }
 
@@ -509,7 +529,7 @@ async fn read_topic(
 ) -> Result<u64, ReadError> {
     // One consumer per topic (end-of-partition notices name only the partition), assigned its
     // partitions: it never joins its group (librdkafka wants one named) and commits nothing.
-    let consumer: Arc<StreamConsumer<TracingContext>> = Arc::new(
+    let consumer: Arc<StreamConsumer<ReaderContext>> = Arc::new(
         kafka::client_config(
             settings,
             client_id,
@@ -520,7 +540,7 @@ async fn read_topic(
                 ("enable.partition.eof", "true"),
             ],
         )
-        .create_with_context(TracingContext)
+        .create_with_context(ReaderContext)
         .map_err(ReadError::Config)?,
     );
     let timeout = Duration::from_secs(10);
