@@ -102,15 +102,21 @@ pub async fn run(config: &ConnectorConfig, options: &Options) -> Result<Report, 
         started: Instant::now(),
         last_progress: Instant::now(),
         pass: "",
+        pass_started: (Instant::now(), 0),
     };
     if options.repair {
         run.report.repair = Some(report::RepairSummary::default());
     }
     run.customer_copies().await?;
+    run.pass_done();
     run.copies_without_account().await?;
+    run.pass_done();
     run.approved_orders().await?;
+    run.pass_done();
     run.requests_without_approval().await?;
+    run.pass_done();
     run.published_statuses().await?;
+    run.pass_done();
     run.report.seconds = run.started.elapsed().as_secs_f64();
     run.report.documents_read = run.pacer.read;
     Ok(run.report)
@@ -129,9 +135,21 @@ struct Run<'a> {
     started: Instant,
     last_progress: Instant,
     pass: &'static str,
+    /// When the current pass started, and the documents read before it.
+    pass_started: (Instant, u64),
 }
 
 impl Run<'_> {
+    /// Records the pass just finished.
+    fn pass_done(&mut self) {
+        let (started, read_before) = self.pass_started;
+        self.report.passes.push(report::Pass {
+            name: self.pass,
+            documents: self.pacer.read - read_before,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        self.pass_started = (Instant::now(), self.pacer.read);
+    }
     fn collection<T: Send + Sync>(&self, namespace: &Namespace) -> Collection<T> {
         self.client
             .database(&namespace.database)

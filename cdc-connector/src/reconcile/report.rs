@@ -95,11 +95,24 @@ pub struct Report {
     pub documents_read: u64,
     /// How long the run took.
     pub seconds: f64,
+    /// Each pass: its name, documents read and seconds.
+    pub passes: Vec<Pass>,
     /// With `--repair`: keys re-emitted, and drifted keys that re-emitting cannot repair.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairSummary>,
     #[serde(skip)]
     samples: usize,
+}
+
+/// One pass of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pass {
+    /// What it compares.
+    pub name: &'static str,
+    /// Documents it read, both sides.
+    pub documents: u64,
+    /// How long it took.
+    pub seconds: f64,
 }
 
 /// What `--repair` did.
@@ -200,6 +213,13 @@ impl Report {
             self.seconds,
             rate
         );
+        for pass in &self.passes {
+            let _ = writeln!(
+                out,
+                "  pass {:<24} {:>9} documents in {:>6.1} s",
+                pass.name, pass.documents, pass.seconds
+            );
+        }
         for check in Check::ALL {
             let compared = self.compared.get(&check).copied().unwrap_or_default();
             let _ = writeln!(out, "{:<20} {compared:>9} compared", check.as_str());
