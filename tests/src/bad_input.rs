@@ -649,7 +649,8 @@ impl Field {
             Field::Text | Field::OptionalText | Field::Enum => &[Kind::Text],
             Field::Object => &[Kind::Object],
             Field::List => &[Kind::Array],
-            Field::Whole => &[Kind::Int32, Kind::Int64, Kind::Date],
+            // A double is fine when whole; one with a fraction is its own item.
+            Field::Whole => &[Kind::Int32, Kind::Int64, Kind::Date, Kind::Double],
             Field::Integer => &[Kind::Int32, Kind::Int64],
             Field::Price => &[Kind::Int32, Kind::Int64, Kind::Double],
             // Never read: any type is fine; the "wrong" one is any but a string.
@@ -1873,6 +1874,7 @@ fn records(g: &mut Gen) -> Vec<RecordItem> {
         ("name.firstName", Text),
         ("name.middleName", OptionalText),
         ("name.lastName", Text),
+        ("name.suffix", OptionalText),
         ("contact", Object),
         ("contact.primaryPhone", Text),
         ("contact.secondaryPhone", OptionalText),
@@ -1900,14 +1902,32 @@ fn records(g: &mut Gen) -> Vec<RecordItem> {
     for (path, field) in [
         ("timestamp", Integer),
         ("name", Object),
+        ("name.title", Text),
         ("name.firstName", Text),
+        ("name.middleName", OptionalText),
+        ("name.lastName", Text),
+        ("name.suffix", OptionalText),
+        ("contact", Object),
+        ("contact.primaryPhone", Text),
+        ("contact.secondaryPhone", OptionalText),
         ("contact.email", Text),
         ("address", Object),
+        ("address.type", Enum),
+        ("address.description", Text),
+        ("address.address1", Text),
+        ("address.address2", OptionalText),
         ("address.city", Text),
+        ("address.state", Text),
+        ("address.postalCode", Text),
         ("order", Object),
         ("order.guid", Text),
         ("order.orderStatusEvents.1.timestamp", Whole),
+        ("order.orderStatusEvents.0.note", OptionalText),
+        ("order.orderItems.0", Object),
+        ("order.orderItems.0.product", Object),
+        ("order.orderItems.0.product.guid", Text),
         ("order.orderItems.0.product.title", Text),
+        ("order.orderItems.0.product.description", Text),
         ("order.orderItems.0.product.price", Price),
         ("order.orderItems.0.quantity", Whole),
         ("customerId", OptionalText),
@@ -1928,6 +1948,29 @@ fn records(g: &mut Gen) -> Vec<RecordItem> {
         "addresses not a list".into(),
         |b| set_json(b, "addresses", Some(json!("home"))),
         |_| Err(("schema", vec!["field `addresses`".into()])),
+    );
+    // The APPROVED status entry: not an object is a schema error; without it the order is not
+    // APPROVED.
+    r.body(
+        Topic::Request,
+        "wrong type",
+        "order.orderStatusEvents.1 wrong type (string)".into(),
+        |b| set_json(b, "order.orderStatusEvents.1", Some(json!("APPROVED"))),
+        |_| Err(("schema", vec!["field `order.orderStatusEvents[1]`".into()])),
+    );
+    r.body(
+        Topic::Request,
+        "null",
+        "order.orderStatusEvents.1 null".into(),
+        |b| set_json(b, "order.orderStatusEvents.1", Some(Value::Null)),
+        |_| Err(("schema", vec!["field `order.orderStatusEvents[1]`".into()])),
+    );
+    r.body(
+        Topic::Request,
+        "missing",
+        "order.orderStatusEvents.1 missing".into(),
+        |b| set_json(b, "order.orderStatusEvents.1", None),
+        |_| Err(("contract", vec!["not currently APPROVED".into()])),
     );
     // A request whose history is absent has no APPROVED status.
     r.body(

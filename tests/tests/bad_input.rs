@@ -603,6 +603,17 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
         corpus.documents.len() + corpus.records.len(),
         failures.join("\n")
     );
+
+    // Passed: its databases (some 60 MB of oversized documents) leave the shared stack; a
+    // failed run keeps them to look at.
+    for database in [
+        &sources.accounts.database,
+        &sources.orders.database,
+        &sources.fulfillment.database,
+        &connector_config.checkpoints.database,
+    ] {
+        client.database(database).drop().await.unwrap();
+    }
 }
 
 fn sources_by_name(
