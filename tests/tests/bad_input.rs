@@ -227,7 +227,10 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
     // The orders that statuses are appended to exist before anything refers to them.
     orders.insert_many(corpus.hosts.clone()).await.unwrap();
 
-    // Documents and records, interleaved: one document, then one record, ...
+    // Documents and records written at the same time, each in corpus order: documents one by
+    // one, records pipelined (the idempotent producer keeps their order), except the records
+    // the broker refuses, which go alone (a refusal fails the whole batch it is in).
+    let started = std::time::Instant::now();
     let producer: FutureProducer<TracingContext> = storefront_plumbing::kafka::producer_config(
         &stack().kafka_settings(),
         "bad-input-corpus",
@@ -235,13 +238,9 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
     )
     .create_with_context(TracingContext)
     .unwrap();
-    // (topic, partition, offset) of each record written, by its index in the corpus.
-    let mut written: Vec<(String, i32, i64)> = Vec::new();
-    let mut documents = corpus.documents.iter();
-    let mut records = corpus.records.iter();
-    loop {
-        let document = documents.next();
-        if let Some(item) = document {
+    let record_topics: Vec<String> = corpus.records.iter().map(|r| topic_name(r.topic)).collect();
+    let write_documents = async {
+        for item in &corpus.documents {
             let target = match item.source {
                 Source::Accounts => &accounts,
                 Source::Orders => &orders,
@@ -252,9 +251,10 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", item.name));
         }
-        let record = records.next();
-        if let Some(item) = record {
-            let topic = topic_name(item.topic);
+    };
+    let write_records = async {
+        let send = |index: usize| {
+            let item = &corpus.records[index];
             let headers = item
                 .headers
                 .iter()
@@ -264,36 +264,68 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
                         value: value.as_deref(),
                     })
                 });
-            let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+            let mut out: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&record_topics[index]).headers(headers);
             if let Some(key) = &item.key {
                 out = out.key(key);
             }
             if let Some(value) = &item.value {
                 out = out.payload(value);
             }
-            let delivery = producer.send(out, Duration::from_secs(30)).await;
-            match (item.refused_by_broker, delivery) {
-                (false, Ok(delivery)) => written.push((topic, delivery.partition, delivery.offset)),
-                (
-                    true,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::InvalidRecord,
-                        ),
-                        _,
-                    )),
+            producer.send(out, Duration::from_secs(60))
+        };
+        // (topic, partition, offset) of each record, in corpus order.
+        let mut written: Vec<(String, i32, i64)> = Vec::new();
+        let mut pending = Vec::new();
+        for (index, item) in corpus.records.iter().enumerate() {
+            if !item.refused_by_broker {
+                pending.push(send(index));
+                continue;
+            }
+            for (delivery, offset) in futures::future::join_all(pending.drain(..))
+                .await
+                .into_iter()
+                .zip(written.len()..)
+            {
+                let delivery = delivery
+                    .unwrap_or_else(|(e, _)| panic!("{}: {e}", corpus.records[offset].name));
+                written.push((
+                    record_topics[offset].clone(),
+                    delivery.partition,
+                    delivery.offset,
+                ));
+            }
+            match send(index).await {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::InvalidRecord,
+                    ),
+                    _,
+                )) => {
                     // Never stored: a position no record has, one per item.
-                ) => {
                     let nowhere = -1 - written.len() as i64;
-                    written.push((topic, -1, nowhere))
+                    written.push((record_topics[index].clone(), -1, nowhere));
                 }
-                (_, outcome) => panic!("{}: {outcome:?}", item.name),
+                outcome => panic!("{}: the broker should refuse it: {outcome:?}", item.name),
             }
         }
-        if document.is_none() && record.is_none() {
-            break;
+        for (delivery, offset) in futures::future::join_all(pending)
+            .await
+            .into_iter()
+            .zip(written.len()..)
+        {
+            let delivery =
+                delivery.unwrap_or_else(|(e, _)| panic!("{}: {e}", corpus.records[offset].name));
+            written.push((
+                record_topics[offset].clone(),
+                delivery.partition,
+                delivery.offset,
+            ));
         }
-    }
+        written
+    };
+    let ((), written) = tokio::join!(write_documents, write_records);
+    eprintln!("corpus written in {:.1} s", started.elapsed().as_secs_f64());
     let produced: BTreeSet<(String, i32, i64)> = written.iter().cloned().collect();
 
     // Wait for the sentinels: the last defect of each source and the last poison of each topic
@@ -369,6 +401,10 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
         }
     }
 
+    eprintln!(
+        "sentinels through after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // Both pipelines kept running.
     for (what, addr) in [
         ("connector", connector.http_addr()),
