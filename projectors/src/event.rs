@@ -23,6 +23,11 @@
 //! - a tombstone has no body, and every other event has one;
 //! - the payload's schema version is one this release reads.
 //!
+//! And the headers must not contradict themselves or the record: a CloudEvents header given
+//! twice must have one value, `content-type` (when present) must be `application/json`,
+//! `ce_subject` must be the record key, and `ce_clustertime` must fit the `i64` position guards
+//! store. A value that is not UTF-8 is not JSON. Payload errors name the field's path.
+//!
 //! Poison never stops consumption: the runner sends it to the dead-letter topic with
 //! [`Poison::reason`] and moves on.
 

@@ -35,7 +35,8 @@ pub mod header {
     pub const SOURCE_PARTITION: &str = "dlq_source_partition";
     /// Projectors: its offset.
     pub const SOURCE_OFFSET: &str = "dlq_source_offset";
-    /// Projectors: present when the value was left out because the record was too large.
+    /// Both: present when the value was left out because the record was too large (the
+    /// connector's body is then `{}`; read the document in its source collection).
     pub const VALUE_OMITTED: &str = "dlq_value_omitted";
 
     /// On a redriven record (and on its dead letter if it fails again): the earlier failed
