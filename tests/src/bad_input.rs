@@ -652,7 +652,8 @@ impl Field {
             // A double is fine when whole; one with a fraction is its own item.
             Field::Whole => &[Kind::Int32, Kind::Int64, Kind::Date, Kind::Double],
             Field::Integer => &[Kind::Int32, Kind::Int64],
-            Field::Price => &[Kind::Int32, Kind::Int64, Kind::Double],
+            // Text that is not a decimal is its own item.
+            Field::Price => &[Kind::Int32, Kind::Int64, Kind::Double, Kind::Text],
             // Never read: any type is fine; the "wrong" one is any but a string.
             Field::Ignored => &[Kind::Text],
         }
