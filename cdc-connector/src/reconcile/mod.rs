@@ -7,23 +7,22 @@
 //! - [`report`]: counts and samples per check and kind; text, JSON, Prometheus text.
 //! - [`republish`]: re-emit chosen source documents (also what a dead-letter redrive calls).
 //!
-//! # Checks (five passes, each over one collection in batches)
+//! # Checks (four passes, each over one collection in batches)
 //! 1. `customer.accounts` → `customer.orders`: each account's copy is there and equal
 //!    (missing, mismatched).
 //! 2. `customer.orders` → `customer.accounts`: a copy whose account is gone is marked deleted
 //!    (extra otherwise).
 //! 3. `customer.orders` → `fulfillment.requests`: every order ever approved has its request
-//!    (missing).
-//! 4. `fulfillment.requests` → `customer.orders`: every request belongs to an order that was
-//!    approved (extra otherwise).
-//! 5. `fulfillment.requests` → `customer.orders`: each request's published status is in its
-//!    order's history (missing).
+//!    (missing), and the request's published status is in the order's history (missing).
+//! 4. `fulfillment.requests` against the approved orders' guids, both sorted by guid and merged:
+//!    every request belongs to an order that was approved (extra otherwise).
 //!
 //! # Guarantees
-//! - **Bounded memory.** Each pass reads one cursor in `reconcile.batch_size` batches (sorted by
-//!   `_id`) and looks up the other side of each batch by `$in`; nothing holds more than a batch
-//!   and its lookups, whatever the collections' sizes. Passes 4 and 5 look orders up by
-//!   `orders.guid`, which wants an index there on a large collection.
+//! - **Bounded memory, linear cost.** Passes 1 to 3 read one cursor in `reconcile.batch_size`
+//!   batches (sorted by `_id`) and look up the other side of each batch by `_id` (`$in`); pass 4
+//!   merges two cursors sorted by guid (the approved orders' guids unwound and sorted by the
+//!   server, which may use disk). Nothing holds more than a batch and its lookups, whatever the
+//!   collections' sizes, and no lookup needs an index besides `_id`.
 //! - **Throttled.** Documents read (both sides) are paced to
 //!   `reconcile.max_documents_per_second`.
 //! - **Repairs only the drifted keys, safely while the pipeline runs**: after each batch, the
@@ -114,8 +113,6 @@ pub async fn run(config: &ConnectorConfig, options: &Options) -> Result<Report, 
     run.approved_orders().await?;
     run.pass_done();
     run.requests_without_approval().await?;
-    run.pass_done();
-    run.published_statuses().await?;
     run.pass_done();
     run.report.seconds = run.started.elapsed().as_secs_f64();
     run.report.documents_read = run.pacer.read;
@@ -352,128 +349,96 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Pass 3: every order ever approved has its request.
+    /// Pass 3: every order ever approved has its request, and the request's published status
+    /// is in the order's history. Everything is looked up by `_id`: the requests by the order
+    /// guids (their `_id`), the histories in the same `customer.orders` documents (or, with
+    /// other target collections, by the customer's `_id`).
     async fn approved_orders(&mut self) -> Result<(), ReconcileError> {
-        self.pass = "approved orders";
+        self.pass = "orders and requests";
         let orders = self.config.sources.orders.clone();
-        let requests = self.config.reconcile.targets.fulfillment.clone();
+        let histories_ns = self.config.reconcile.targets.orders.clone();
+        let requests_ns = self.config.reconcile.targets.fulfillment.clone();
+        let fulfillment = self.config.sources.fulfillment.clone();
+        let conversion = self.conversion(WatchedSource::Fulfillment);
         let mut cursor = self.cursor(&orders, None).await?;
         while let Some(batch) = self.batch(&orders, &mut cursor).await? {
+            let mut read = batch.len();
             let mut approved: Vec<(Bson, String)> = Vec::new();
+            let mut histories: HashMap<String, Vec<OrderStatusEvent>> = HashMap::new();
+            let mut ids = Vec::new();
             for document in &batch {
                 let Some(id) = raw_id(document) else { continue };
                 let Ok(document) = Document::try_from(document.as_ref()) else {
                     self.report.source_defects += 1;
                     continue;
                 };
+                ids.push(id.clone());
                 for order in compare::orders(&document) {
                     if compare::was_approved(&order) {
-                        approved.push((id.clone(), order.guid));
+                        approved.push((id.clone(), order.guid.clone()));
                     }
+                    histories.insert(order.guid, order.order_status_events);
                 }
+            }
+            if histories_ns != orders {
+                // The copies of the histories live elsewhere: the same customers, by `_id`.
+                let copies = self
+                    .lookup(&histories_ns, "_id", ids, Some(doc! { "orders": 1 }))
+                    .await?;
+                read += copies.len();
+                histories = copies
+                    .iter()
+                    .flat_map(compare::orders)
+                    .map(|order| (order.guid, order.order_status_events))
+                    .collect();
             }
             let guids: Vec<Bson> = approved
                 .iter()
                 .map(|(_, guid)| Bson::String(guid.clone()))
                 .collect();
             let found = self
-                .lookup(&requests, "_id", guids, Some(doc! { "_id": 1 }))
+                .lookup(&requests_ns, "_id", guids.clone(), Some(doc! { "_id": 1 }))
                 .await?;
-            let read = batch.len() + found.len();
+            read += found.len();
             let present: HashSet<String> = found
                 .iter()
                 .filter_map(|request| request.get_str("_id").ok().map(str::to_owned))
                 .collect();
+            // The requests' statuses come from the Fulfillment application's documents (the same
+            // ones, with the default collections).
+            let sources = self.lookup(&fulfillment, "_id", guids, None).await?;
+            read += sources.len();
+            let mut published: HashMap<String, (Bson, OrderStatusEvent)> = HashMap::new();
+            for request in sources {
+                let Some(id) = request.get("_id").cloned() else {
+                    continue;
+                };
+                let Ok(raw) = RawDocumentBuf::from_document(&request) else {
+                    continue;
+                };
+                let (events, defects) = compare::map_current(&self.mapper, &conversion, raw);
+                match compare::expected_status(&events, &defects, &self.config.topics) {
+                    Expected::Copy((guid, status)) => {
+                        published.insert(guid, (id, status));
+                    }
+                    Expected::Nothing => {}
+                    Expected::Defect(_) => self.report.source_defects += 1,
+                }
+            }
             for (id, guid) in approved {
                 self.report.compared(Check::FulfillmentRequest);
                 if !present.contains(&guid) {
                     self.report
                         .found(Check::FulfillmentRequest, Kind::Missing, &guid, Vec::new());
-                    self.repair(WatchedSource::Orders, &id, Scope::ApprovalOf(guid));
+                    self.repair(WatchedSource::Orders, &id, Scope::ApprovalOf(guid.clone()));
                 }
-            }
-            self.after_batch(read).await?;
-        }
-        Ok(())
-    }
-
-    /// The orders with these guids, from `namespace`: guid → (approved, statuses).
-    async fn orders_by_guid(
-        &mut self,
-        namespace: &Namespace,
-        guids: Vec<String>,
-    ) -> Result<(usize, HashMap<String, (bool, Vec<OrderStatusEvent>)>), ReconcileError> {
-        let wanted: HashSet<String> = guids.iter().cloned().collect();
-        let values = guids.into_iter().map(Bson::String).collect();
-        let found = self
-            .lookup(namespace, "orders.guid", values, Some(doc! { "orders": 1 }))
-            .await?;
-        let read = found.len();
-        let mut orders = HashMap::new();
-        for document in found {
-            for order in compare::orders(&document) {
-                if wanted.contains(&order.guid) {
-                    let approved = compare::was_approved(&order);
-                    orders.insert(order.guid, (approved, order.order_status_events));
-                }
-            }
-        }
-        Ok((read, orders))
-    }
-
-    /// Pass 4: every request belongs to an order that was approved.
-    async fn requests_without_approval(&mut self) -> Result<(), ReconcileError> {
-        self.pass = "requests";
-        let orders = self.config.sources.orders.clone();
-        let requests = self.config.reconcile.targets.fulfillment.clone();
-        let mut cursor = self.cursor(&requests, Some(doc! { "_id": 1 })).await?;
-        while let Some(batch) = self.batch(&requests, &mut cursor).await? {
-            let guids: Vec<String> = batch
-                .iter()
-                .filter_map(|request| request.get_str("_id").ok().map(str::to_owned))
-                .collect();
-            let (found, by_guid) = self.orders_by_guid(&orders, guids.clone()).await?;
-            for guid in guids {
-                let approved = by_guid.get(&guid).is_some_and(|(approved, _)| *approved);
-                if !approved {
-                    self.report
-                        .found(Check::FulfillmentRequest, Kind::Extra, &guid, Vec::new());
-                    if self.options.repair {
-                        self.report.not_repairable(&guid);
-                    }
-                }
-            }
-            self.after_batch(batch.len() + found).await?;
-        }
-        Ok(())
-    }
-
-    /// Pass 5: each request's published status is in its order's history.
-    async fn published_statuses(&mut self) -> Result<(), ReconcileError> {
-        self.pass = "fulfillment statuses";
-        let fulfillment = self.config.sources.fulfillment.clone();
-        let histories = self.config.reconcile.targets.orders.clone();
-        let conversion = self.conversion(WatchedSource::Fulfillment);
-        let mut cursor = self.cursor(&fulfillment, None).await?;
-        while let Some(batch) = self.batch(&fulfillment, &mut cursor).await? {
-            let read = batch.len();
-            let mut expected: Vec<(Bson, String, OrderStatusEvent)> = Vec::new();
-            for request in batch {
-                let Some(id) = raw_id(&request) else { continue };
-                let (events, defects) = compare::map_current(&self.mapper, &conversion, request);
-                match compare::expected_status(&events, &defects, &self.config.topics) {
-                    Expected::Copy((guid, status)) => expected.push((id, guid, status)),
-                    Expected::Nothing => {}
-                    Expected::Defect(_) => self.report.source_defects += 1,
-                }
-            }
-            let guids = expected.iter().map(|(_, guid, _)| guid.clone()).collect();
-            let (found, by_guid) = self.orders_by_guid(&histories, guids).await?;
-            for (id, guid, status) in expected {
+                let Some((request_id, status)) = published.remove(&guid) else {
+                    continue;
+                };
                 self.report.compared(Check::OrderStatus);
-                let held = by_guid
+                let held = histories
                     .get(&guid)
-                    .is_some_and(|(_, history)| compare::holds_status(history, &status));
+                    .is_some_and(|history| compare::holds_status(history, &status));
                 if !held {
                     let fields = vec![format!(
                         "orderStatusEvents[{} {}]",
@@ -482,10 +447,118 @@ impl Run<'_> {
                     )];
                     self.report
                         .found(Check::OrderStatus, Kind::Missing, &guid, fields);
-                    self.repair(WatchedSource::Fulfillment, &id, Scope::Document);
+                    self.repair(WatchedSource::Fulfillment, &request_id, Scope::Document);
                 }
             }
-            self.after_batch(read + found).await?;
+            self.after_batch(read).await?;
+        }
+        Ok(())
+    }
+
+    /// Pass 4: every request belongs to an order that was approved. A merge of two streams
+    /// sorted by guid, so neither side is looked up per batch (no index on `orders.guid` is
+    /// needed) and memory stays one batch: the requests by `_id`, and the approved orders'
+    /// guids, unwound and sorted by the server (`allowDiskUse`).
+    async fn requests_without_approval(&mut self) -> Result<(), ReconcileError> {
+        self.pass = "requests";
+        let orders = self.config.sources.orders.clone();
+        let requests = self.config.reconcile.targets.fulfillment.clone();
+        let mut approved = ApprovedGuids {
+            cursor: self
+                .collection::<Document>(&orders)
+                .aggregate([
+                    doc! { "$unwind": "$orders" },
+                    doc! { "$project": {
+                        "_id": 0,
+                        "guid": "$orders.guid",
+                        "statuses": "$orders.orderStatusEvents",
+                    } },
+                    doc! { "$sort": { "guid": 1 } },
+                ])
+                .allow_disk_use(true)
+                .batch_size(self.config.reconcile.batch_size)
+                .await
+                .map_err(|e| mongo(&orders, e))?,
+            next: None,
+            started: false,
+            read: 0,
+        };
+        let mut cursor = self.cursor(&requests, Some(doc! { "_id": 1 })).await?;
+        while let Some(batch) = self.batch(&requests, &mut cursor).await? {
+            for request in &batch {
+                let guid = match raw_id(request) {
+                    Some(Bson::String(guid)) => guid,
+                    Some(other) => other.to_string(),
+                    None => continue,
+                };
+                if !approved
+                    .contains(&guid)
+                    .await
+                    .map_err(|e| mongo(&orders, e))?
+                {
+                    self.report
+                        .found(Check::FulfillmentRequest, Kind::Extra, &guid, Vec::new());
+                    if self.options.repair {
+                        self.report.not_repairable(&guid);
+                    }
+                }
+            }
+            let read = batch.len() + std::mem::take(&mut approved.read);
+            self.after_batch(read).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The guids of approved orders, ascending (one server-side sorted cursor), asked in ascending
+/// order: [`ApprovedGuids::contains`] moves forward only.
+struct ApprovedGuids {
+    cursor: Cursor<Document>,
+    /// The smallest approved guid not yet passed.
+    next: Option<String>,
+    started: bool,
+    /// Documents read since last asked.
+    read: usize,
+}
+
+impl ApprovedGuids {
+    /// Whether `guid` is an approved order's; `guid`s must come in ascending order.
+    async fn contains(&mut self, guid: &str) -> Result<bool, mongodb::error::Error> {
+        if !self.started {
+            self.started = true;
+            self.advance().await?;
+        }
+        while self.next.as_deref().is_some_and(|next| next < guid) {
+            self.advance().await?;
+        }
+        Ok(self.next.as_deref() == Some(guid))
+    }
+
+    /// Moves to the next approved guid (orders never approved, or unreadable, are skipped).
+    async fn advance(&mut self) -> Result<(), mongodb::error::Error> {
+        self.next = None;
+        while let Some(entry) = self.cursor.try_next().await? {
+            self.read += 1;
+            let Ok(guid) = entry.get_str("guid") else {
+                continue;
+            };
+            let approved = entry.get_array("statuses").is_ok_and(|statuses| {
+                statuses
+                    .iter()
+                    .filter_map(Bson::as_document)
+                    .filter_map(|status| {
+                        storefront_schemas::documents::from_document::<OrderStatusEvent>(status)
+                            .ok()
+                    })
+                    .any(|status| {
+                        status.order_status_type
+                            == storefront_schemas::documents::OrderStatusType::Approved
+                    })
+            });
+            if approved {
+                self.next = Some(guid.to_owned());
+                return Ok(());
+            }
         }
         Ok(())
     }
