@@ -131,6 +131,13 @@ pub struct DocumentItem {
     pub letters: Vec<Letter>,
     /// What it must map to.
     pub mapping: Mapping,
+    /// How many events the connector must publish for it (0 or 1, 2 for a customer changed
+    /// again: every change of a customer is its own event).
+    pub events: usize,
+    /// After this document is written, the document at this index of [`Corpus::documents`] is
+    /// changed again without touching its defect (`$set` of `_class`): what was dead-lettered
+    /// is not dead-lettered again, and what was published once per fact is not published again.
+    pub touch: Option<usize>,
 }
 
 /// Raw record headers (`None` value: a header without a value).
@@ -730,6 +737,8 @@ impl Builder {
                 document,
                 letters,
                 mapping,
+                events: 0,
+                touch: None,
             });
         };
         let (wrong, type_name) = self.g.wrong(&except(field.accepted()));
@@ -797,6 +806,8 @@ impl Builder {
                     document,
                     letters,
                     mapping: Mapping::Nothing,
+                    events: 0,
+                    touch: None,
                 });
             }
             Field::Whole => {
@@ -949,10 +960,51 @@ fn interleave(g: &mut Gen, documents: Vec<DocumentItem>) -> Vec<DocumentItem> {
             document: std::mem::take(&mut sentinel.0),
             letters: vec![sentinel.1],
             mapping: sentinel.2,
+            events: 0,
+            touch: None,
         });
         out.push(good(g, source, "sentinel"));
     }
+    for item in &mut out {
+        item.events = usize::from(!matches!(item.mapping, Mapping::Nothing));
+    }
+    touch(g, &mut out);
     out
+}
+
+/// Picks documents to change again after some writes (see [`DocumentItem::touch`]) and what
+/// that adds: a customer's change is a new event (and, when too large, a new dead letter:
+/// the event kept back is another one); everything else is once per fact or per defect.
+fn touch(g: &mut Gen, out: &mut [DocumentItem]) {
+    let mut touched = vec![false; out.len()];
+    for position in 0..out.len() {
+        if out[position].category == "sentinel" || !g.rng.random_ratio(1, 6) {
+            continue;
+        }
+        let source = out[position].source;
+        let candidates: Vec<usize> = (0..=position)
+            .filter(|&i| out[i].source == source && !touched[i])
+            .collect();
+        let Some(&target) = candidates.choose(&mut g.rng) else {
+            continue;
+        };
+        touched[target] = true;
+        out[position].touch = Some(target);
+        let item = &mut out[target];
+        if source == Source::Accounts {
+            if !matches!(item.mapping, Mapping::Nothing) {
+                item.events += 1;
+            }
+            let too_large: Vec<Letter> = item
+                .letters
+                .iter()
+                .filter(|l| l.reason.iter().any(|w| w.contains("max_event_bytes")))
+                .cloned()
+                .collect();
+            item.letters.extend(too_large);
+        }
+        item.name.push_str(" (changed again)");
+    }
 }
 
 /// A well-formed document of `source`.
@@ -969,6 +1021,8 @@ fn good(g: &mut Gen, source: Source, category: &'static str) -> DocumentItem {
         document,
         letters: Vec::new(),
         mapping,
+        events: 0,
+        touch: None,
     }
 }
 
@@ -1137,6 +1191,8 @@ fn entry_not_an_object(
             document,
             letters: vec![letter(path, words)],
             mapping,
+            events: 0,
+            touch: None,
         });
     }
 }
@@ -1165,6 +1221,8 @@ fn ids(b: &mut Builder, source: Source, base: Base, effect: &dyn Fn(&Document) -
             document,
             letters: vec![letter("_id", &[])],
             mapping,
+            events: 0,
+            touch: None,
         });
     }
     // A 2,000-character string id is still an id.
@@ -1181,6 +1239,8 @@ fn ids(b: &mut Builder, source: Source, base: Base, effect: &dyn Fn(&Document) -
         document,
         letters: Vec::new(),
         mapping,
+        events: 0,
+        touch: None,
     });
 }
 
@@ -1257,6 +1317,8 @@ fn orders(b: &mut Builder) {
             document,
             letters: vec![letter(field, &[words])],
             mapping: Mapping::Nothing,
+            events: 0,
+            touch: None,
         });
     }
     // `addresses`: not a list stops the change; null or absent means no SHIPPING address.
@@ -1279,6 +1341,8 @@ fn orders(b: &mut Builder) {
             document,
             letters: vec![letter("addresses", &[words])],
             mapping: Mapping::Nothing,
+            events: 0,
+            touch: None,
         });
     }
     // Addresses after the first SHIPPING one are never read.
@@ -1362,6 +1426,8 @@ fn orders(b: &mut Builder) {
         document,
         letters: vec![letter("orders.0.guid", &["is empty"])],
         mapping: Mapping::Nothing,
+        events: 0,
+        touch: None,
     });
     // Never read: unknown fields.
     b.field(s, base, "_class", Field::Ignored, "", kept_back, accept);
@@ -1416,6 +1482,8 @@ fn fulfillments(b: &mut Builder) {
             document,
             letters: Vec::new(),
             mapping,
+            events: 0,
+            touch: None,
         });
     }
     // The history: not a list, absent or null leaves the order without a status.
@@ -1438,6 +1506,8 @@ fn fulfillments(b: &mut Builder) {
             document,
             letters: vec![letter("order.orderStatusEvents", &[words])],
             mapping: Mapping::Nothing,
+            events: 0,
+            touch: None,
         });
     }
     // An empty guid.
@@ -1454,6 +1524,8 @@ fn fulfillments(b: &mut Builder) {
         document,
         letters: vec![letter("order.guid", &["is empty"])],
         mapping: Mapping::Nothing,
+        events: 0,
+        touch: None,
     });
     // Never read.
     for path in [
@@ -2479,7 +2551,7 @@ mod tests {
         let corpus = generate(DEFAULT_SEED);
         for item in &corpus.documents {
             assert!(
-                item.letters.len() <= 1,
+                item.letters.len() <= 1 || item.name.ends_with("(changed again)"),
                 "{}: {} letters",
                 item.name,
                 item.letters.len()

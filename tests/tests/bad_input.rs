@@ -193,6 +193,20 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
             .filter(|r| r.refused_by_broker)
             .count(),
     );
+    eprintln!(
+        "  {} documents changed again after they were written ({} of them with a dead letter)",
+        corpus
+            .documents
+            .iter()
+            .filter(|d| d.touch.is_some())
+            .count(),
+        corpus
+            .documents
+            .iter()
+            .filter_map(|d| d.touch)
+            .filter(|&i| !corpus.documents[i].letters.is_empty())
+            .count(),
+    );
     for (what, category, count) in corpus.sizes() {
         eprintln!("  {what:<18} {category:<14} {count}");
     }
@@ -250,6 +264,18 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
                 .insert_one(item.document.clone())
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", item.name));
+            if let Some(index) = item.touch {
+                let again = &corpus.documents[index];
+                let id = again.document.get("_id").cloned().unwrap_or(Bson::Null);
+                let changed = target
+                    .update_one(
+                        doc! { "_id": id },
+                        doc! { "$set": { "_class": "changed.again.Unread" } },
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", again.name));
+                assert_eq!(changed.matched_count, 1, "{}", again.name);
+            }
         }
     };
     let write_records = async {
@@ -479,7 +505,7 @@ async fn every_bad_input_is_dead_lettered_once_and_the_good_data_converges() {
             Mapping::Request { guid, .. } => (topics.fulfillment_request.clone(), guid.clone()),
             Mapping::Status { guid, .. } => (topics.order_status_change.clone(), guid.clone()),
         };
-        *expected_events.entry(key).or_default() += 1;
+        *expected_events.entry(key).or_default() += item.events;
     }
     if published != expected_events {
         let extra: Vec<_> = published
