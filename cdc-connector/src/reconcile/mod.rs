@@ -396,18 +396,27 @@ impl Run<'_> {
                 .iter()
                 .map(|(_, guid)| Bson::String(guid.clone()))
                 .collect();
-            let found = self
-                .lookup(&requests_ns, "_id", guids.clone(), Some(doc! { "_id": 1 }))
+            // The requests' statuses come from the Fulfillment application's documents: with the
+            // default collections the very documents looked up, else the same `_id`s there.
+            let sources = self
+                .lookup(&fulfillment, "_id", guids.clone(), None)
                 .await?;
-            read += found.len();
-            let present: HashSet<String> = found
-                .iter()
-                .filter_map(|request| request.get_str("_id").ok().map(str::to_owned))
-                .collect();
-            // The requests' statuses come from the Fulfillment application's documents (the same
-            // ones, with the default collections).
-            let sources = self.lookup(&fulfillment, "_id", guids, None).await?;
             read += sources.len();
+            let present: HashSet<String> = if requests_ns == fulfillment {
+                sources
+                    .iter()
+                    .filter_map(|request| request.get_str("_id").ok().map(str::to_owned))
+                    .collect()
+            } else {
+                let found = self
+                    .lookup(&requests_ns, "_id", guids, Some(doc! { "_id": 1 }))
+                    .await?;
+                read += found.len();
+                found
+                    .iter()
+                    .filter_map(|request| request.get_str("_id").ok().map(str::to_owned))
+                    .collect()
+            };
             let mut published: HashMap<String, (Bson, OrderStatusEvent)> = HashMap::new();
             for request in sources {
                 let Some(id) = request.get("_id").cloned() else {
