@@ -105,10 +105,10 @@ pub struct StreamSettings {
     /// Events published but not yet acknowledged by Kafka, per stream. When reached, the stream
     /// waits for acknowledgements: backpressure, never dropping. This bounds the connector's
     /// memory while Kafka is down: each record waiting costs about 3 KB (librdkafka's copy,
-    /// its in-flight entry), so the default keeps a connector of three streams near 80 MB, where
-    /// 10,000 took it to 150 MB (docs/benchmarks.md, "Memory under a stalled sink"). A higher
-    /// value did not speed the connector up in its throughput bench (Kafka acknowledges within
-    /// milliseconds).
+    /// its in-flight entry), so the default keeps a connector of three streams under 100 MB,
+    /// where 10,000 took it to 160 MB (docs/benchmarks.md, "Memory under a stalled sink"). A
+    /// higher value did not speed the connector up in its throughput bench (Kafka acknowledges
+    /// within milliseconds).
     pub max_in_flight: usize,
     /// How long the server holds an empty `getMore` of a change stream open, waiting for a
     /// change (`maxAwaitTimeMS`), in milliseconds. A change ends the wait at once, so this bounds

@@ -7,11 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// Decoding, planning and serialising a batch allocates many small, short-lived values (JSON,
-// BSON documents); glibc's malloc and free took about a quarter of the projector's CPU in
-// profiles.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator, not mimalloc as the connector: with mimalloc a projector idled at 33 MB
+// and peaked at 100 to 106 MB draining a 100,000-event backlog, with glibc's malloc at 21 MB and
+// about 80 MB, while the throughput bench saw no difference (docs/benchmarks.md, "Memory under a
+// stalled sink").
 
 use storefront_plumbing::cli::CommonArgs;
 use storefront_plumbing::config;
