@@ -31,7 +31,8 @@ use mongodb::bson::Bson;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
-use storefront_plumbing::dead_letters::{self, DeadLetter, GroupBy, Selection, Writer};
+pub use storefront_plumbing::dead_letters::RedriveOptions;
+use storefront_plumbing::dead_letters::{self, DeadLetter, NotSent, Writer};
 use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec, TracingContext};
 use storefront_schemas::dead_letter::{self as schema, header};
 use storefront_schemas::retention::TopicRequirement;
@@ -60,21 +61,6 @@ pub enum RedriveError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-}
-
-/// What to redrive.
-#[derive(Debug, Clone)]
-pub struct RedriveOptions {
-    /// The dead-letter topic.
-    pub topic: String,
-    /// Which dead letters.
-    pub select: Selection,
-    /// How `select.group` names groups.
-    pub by: GroupBy,
-    /// Report only.
-    pub dry_run: bool,
-    /// Include dead letters redriven before.
-    pub again: bool,
 }
 
 /// One dead letter redriven (or that would be).
@@ -201,37 +187,17 @@ pub async fn redrive(
     options: &RedriveOptions,
 ) -> Result<RedriveReport, RedriveError> {
     let client_id = format!("{}.dead-letters", crate::APP_NAME);
-    let ledger = if options.again {
-        HashSet::new()
-    } else {
-        dead_letters::redriven(&config.kafka, &client_id, &options.topic).await?
-    };
+    let selected = dead_letters::choose_for_redrive(&config.kafka, &client_id, options, |letter| {
+        target(config, letter).ok_or(NotSent::NotRedrivable)
+    })
+    .await?;
     let mut report = RedriveReport {
         dry_run: options.dry_run,
+        skipped_redriven_before: selected.redriven_before,
+        skipped_not_redrivable: selected.not_redrivable,
         ..RedriveReport::default()
     };
-    let mut chosen: Vec<(DeadLetter, RepublishTarget)> = Vec::new();
-    dead_letters::read(
-        &config.kafka,
-        &client_id,
-        std::slice::from_ref(&options.topic),
-        options.select.range(),
-        false,
-        |letter| {
-            if !options.select.matches(&letter, options.by) {
-                return;
-            }
-            let coordinates = letter.coordinates();
-            match target(config, &letter) {
-                None => report.skipped_not_redrivable.push(coordinates),
-                Some(_) if ledger.contains(&coordinates) => {
-                    report.skipped_redriven_before.push(coordinates);
-                }
-                Some(target) => chosen.push((letter, target)),
-            }
-        },
-    )
-    .await?;
+    let chosen = selected.chosen;
     // One re-emit per document and scope.
     let mut targets: Vec<RepublishTarget> = Vec::new();
     for (_, target) in &chosen {
@@ -441,15 +407,7 @@ pub async fn command(
             if args.select.is_empty() {
                 return Err(CommandError::NoSelection);
             }
-            let options = RedriveOptions {
-                topic: args
-                    .topic
-                    .unwrap_or_else(|| config.stream.dead_letter_topic.clone()),
-                select: args.select,
-                by: args.by,
-                dry_run: args.dry_run,
-                again: args.again,
-            };
+            let options = RedriveOptions::from_args(&args, &config.stream.dead_letter_topic);
             let report = redrive(config, &options).await?;
             Ok(match args.format {
                 Format::Text => report.to_text(),

@@ -914,6 +914,104 @@ pub struct RedriveArgs {
     pub select: Selection,
 }
 
+/// What to redrive: which dead letters of which topic, and how.
+#[derive(Debug, Clone)]
+pub struct RedriveOptions {
+    /// The dead-letter topic.
+    pub topic: String,
+    /// Which dead letters.
+    pub select: Selection,
+    /// How `select.group` names groups.
+    pub by: GroupBy,
+    /// Send nothing, report what would be sent.
+    pub dry_run: bool,
+    /// Send dead letters the ledger records as redriven too.
+    pub again: bool,
+}
+
+impl RedriveOptions {
+    /// The options `args` give, reading `default_topic` (the binary's own dead-letter topic)
+    /// unless `--topic` names another.
+    pub fn from_args(args: &RedriveArgs, default_topic: &str) -> Self {
+        Self {
+            topic: args
+                .topic
+                .clone()
+                .unwrap_or_else(|| default_topic.to_owned()),
+            select: args.select.clone(),
+            by: args.by,
+            dry_run: args.dry_run,
+            again: args.again,
+        }
+    }
+}
+
+/// Why a selected dead letter cannot be sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    /// It does not say where it would go (not this binary's dead letter, or headers missing).
+    NotRedrivable,
+    /// Its value was left out for size (`dlq_value_omitted`): there is nothing to send.
+    ValueOmitted,
+}
+
+/// The dead letters a redrive selected, each with what the binary made of it, and the
+/// coordinates of those it leaves out, by reason.
+#[derive(Debug)]
+pub struct Chosen<T> {
+    /// To be sent.
+    pub chosen: Vec<(DeadLetter, T)>,
+    /// [`NotSent::NotRedrivable`].
+    pub not_redrivable: Vec<String>,
+    /// [`NotSent::ValueOmitted`].
+    pub value_omitted: Vec<String>,
+    /// Recorded in the redrive ledger, and `again` not given.
+    pub redriven_before: Vec<String>,
+}
+
+/// Reads the dead letters `options` selects from `options.topic` and sorts them: `classify`
+/// turns each into what the binary sends (or says why it cannot), then those the redrive ledger
+/// records as sent before are left out unless `options.again`.
+pub async fn choose_for_redrive<T>(
+    settings: &KafkaSettings,
+    client_id: &str,
+    options: &RedriveOptions,
+    mut classify: impl FnMut(&DeadLetter) -> Result<T, NotSent>,
+) -> Result<Chosen<T>, ReadError> {
+    let ledger = if options.again {
+        std::collections::HashSet::new()
+    } else {
+        redriven(settings, client_id, &options.topic).await?
+    };
+    let mut chosen = Chosen {
+        chosen: Vec::new(),
+        not_redrivable: Vec::new(),
+        value_omitted: Vec::new(),
+        redriven_before: Vec::new(),
+    };
+    read(
+        settings,
+        client_id,
+        std::slice::from_ref(&options.topic),
+        options.select.range(),
+        false,
+        |letter| {
+            if !options.select.matches(&letter, options.by) {
+                return;
+            }
+            let coordinates = letter.coordinates();
+            match classify(&letter) {
+                Err(NotSent::NotRedrivable) => chosen.not_redrivable.push(coordinates),
+                Err(NotSent::ValueOmitted) => chosen.value_omitted.push(coordinates),
+                Ok(_) if ledger.contains(&coordinates) => chosen.redriven_before.push(coordinates),
+                Ok(what) => chosen.chosen.push((letter, what)),
+            }
+        },
+    )
+    .await?;
+    Ok(chosen)
+}
+
 /// `<binary> dead-letters <command>`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum DeadLettersCommand {

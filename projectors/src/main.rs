@@ -173,15 +173,10 @@ async fn dead_letters_command(
                      --source-topic, --partition, --from-offset, --to-offset or --since)"
                 );
             }
-            let options = projectors::redrive::RedriveOptions {
-                topic: args
-                    .topic
-                    .unwrap_or_else(|| config.apply.dead_letter_topic.clone()),
-                select: args.select,
-                by: args.by,
-                dry_run: args.dry_run,
-                again: args.again,
-            };
+            let options = projectors::redrive::RedriveOptions::from_args(
+                &args,
+                &config.apply.dead_letter_topic,
+            );
             let report = projectors::redrive::redrive(config, &options).await?;
             match args.format {
                 Format::Text => print!("{}", report.to_text()),

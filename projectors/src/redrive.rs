@@ -30,14 +30,14 @@
 //! those records again next time, which is harmless (above), whereas recording first could lose
 //! them.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Serialize;
-use storefront_plumbing::dead_letters::{self, DeadLetter, GroupBy, Selection, Writer};
+pub use storefront_plumbing::dead_letters::RedriveOptions;
+use storefront_plumbing::dead_letters::{self, DeadLetter, NotSent, Writer};
 use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec, TracingContext};
 use storefront_schemas::dead_letter::{self as schema, header};
 use storefront_schemas::retention::TopicRequirement;
@@ -64,21 +64,6 @@ pub enum RedriveError {
         #[source]
         source: KafkaError,
     },
-}
-
-/// What to redrive.
-#[derive(Debug, Clone)]
-pub struct RedriveOptions {
-    /// The dead-letter topic.
-    pub topic: String,
-    /// Which dead letters.
-    pub select: Selection,
-    /// How `select.group` names groups.
-    pub by: GroupBy,
-    /// Send nothing, report what would be sent.
-    pub dry_run: bool,
-    /// Send dead letters the ledger records as redriven too.
-    pub again: bool,
 }
 
 /// One dead letter sent back (or that would be).
@@ -204,44 +189,25 @@ pub async fn redrive(
     options: &RedriveOptions,
 ) -> Result<RedriveReport, RedriveError> {
     let client_id = format!("{APP_NAME}.dead-letters");
-    let ledger = if options.again {
-        HashSet::new()
-    } else {
-        dead_letters::redriven(&config.kafka, &client_id, &options.topic).await?
-    };
+    let selected = dead_letters::choose_for_redrive(&config.kafka, &client_id, options, |letter| {
+        let (topic, partition) = destination(letter).ok_or(NotSent::NotRedrivable)?;
+        if letter.header(header::VALUE_OMITTED).is_some() {
+            return Err(NotSent::ValueOmitted);
+        }
+        Ok((topic, partition))
+    })
+    .await?;
     let mut report = RedriveReport {
         dry_run: options.dry_run,
+        skipped_redriven_before: selected.redriven_before,
+        skipped_value_omitted: selected.value_omitted,
+        skipped_not_redrivable: selected.not_redrivable,
         ..RedriveReport::default()
     };
-    let mut chosen: Vec<(DeadLetter, String, i32)> = Vec::new();
-    dead_letters::read(
-        &config.kafka,
-        &client_id,
-        std::slice::from_ref(&options.topic),
-        options.select.range(),
-        false,
-        |letter| {
-            if !options.select.matches(&letter, options.by) {
-                return;
-            }
-            let coordinates = letter.coordinates();
-            let Some((topic, partition)) = destination(&letter) else {
-                report.skipped_not_redrivable.push(coordinates);
-                return;
-            };
-            if letter.header(header::VALUE_OMITTED).is_some() {
-                report.skipped_value_omitted.push(coordinates);
-            } else if ledger.contains(&coordinates) {
-                report.skipped_redriven_before.push(coordinates);
-            } else {
-                chosen.push((letter, topic, partition));
-            }
-        },
-    )
-    .await?;
+    let chosen = selected.chosen;
     report.redriven = chosen
         .iter()
-        .map(|(letter, topic, partition)| Redriven {
+        .map(|(letter, (topic, partition))| Redriven {
             from: letter.coordinates(),
             topic: topic.clone(),
             partition: *partition,
@@ -277,7 +243,7 @@ pub async fn redrive(
     // Enqueued in dead-letter order (the idempotent producer keeps it per partition), then
     // acknowledged.
     let mut deliveries = Vec::with_capacity(chosen.len());
-    for (letter, topic, partition) in &chosen {
+    for (letter, (topic, partition)) in &chosen {
         let headers = redrive_headers(letter);
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for (key, value) in &headers {
