@@ -721,6 +721,33 @@ impl TopicReader {
     }
 }
 
+/// Installs a global log subscriber at `debug` that keeps every line this process logs, and
+/// returns the buffer. In-process connectors and projectors log through it (their own
+/// subscriber setup keeps the first one installed), so a test can search their logs, e.g. for a
+/// value that must never be logged. Call it once per test binary, before anything logs.
+pub fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let capture = Capture(buffer.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || capture.clone())
+        .init();
+    buffer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ use storefront_tests::bad_input::{
     self, CARDS, Corpus, DocumentItem, HOST_CREATED_AT, Mapping, RecordItem, Source, Topic,
 };
 use storefront_tests::{
-    DEADLINE, InProcess, Record, TopicReader, eventually, guard, http_get, stack,
+    DEADLINE, InProcess, Record, TopicReader, capture_logs, eventually, guard, http_get, stack,
 };
 
 // Only its configurations: the processes run here directly, to read their /health.
@@ -78,29 +78,6 @@ impl Drop for OnFailure {
             );
         }
     }
-}
-
-/// Every log line of this process, at `debug`.
-fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
-    #[derive(Clone)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let capture = Capture(buffer.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_ansi(false)
-        .with_writer(move || capture.clone())
-        .init();
-    buffer
 }
 
 fn collection(client: &Client, namespace: &Namespace) -> Collection<Document> {

@@ -12,13 +12,12 @@
     reason = "test code: synchronous Kafka calls wait on the local broker only"
 )]
 
-use std::sync::{Arc, Mutex};
 
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
-use storefront_tests::{Record, TopicReader, eventually, stack, unique};
+use storefront_tests::{Record, TopicReader, capture_logs, eventually, stack, unique};
 
 mod pipeline;
 
@@ -35,30 +34,6 @@ const CARDS: [&str; 5] = [
 ];
 /// A value of a field the operator declares sensitive.
 const SECRET_EMAIL: &str = "secret.mailbox@example.com";
-
-/// Every log line of this process, at `debug`: the connector and the projectors log through the
-/// global subscriber installed here first (theirs keep the first one).
-fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
-    #[derive(Clone)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let capture = Capture(buffer.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_ansi(false)
-        .with_writer(move || capture.clone())
-        .init();
-    buffer
-}
 
 /// The `creditCards` values of the corpus: card numbers everywhere a card can hold one.
 fn card_shapes() -> Vec<Bson> {
