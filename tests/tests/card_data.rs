@@ -12,7 +12,6 @@
     reason = "test code: synchronous Kafka calls wait on the local broker only"
 )]
 
-
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
