@@ -18,14 +18,12 @@ use mongodb::bson::{Bson, Document, doc};
 use storefront_sim::config::AppSettings;
 use storefront_sim::report::{self, Scrapes};
 use storefront_sim::scrape::Scrape;
-use storefront_sim::{
-    ExpectedState, Flow, LoadSpec, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify,
-};
+use storefront_sim::{Flow, LoadSpec, ScenarioSpec, SimConfig, Simulator};
 use storefront_tests::{DEADLINE, Record, TopicReader, guard, stack, unique};
 
 mod pipeline;
 
-use pipeline::{Pipeline, configs};
+use pipeline::{Pipeline, configs, converged};
 
 const CUSTOMERS: u64 = 20;
 const ORDERS: u32 = 3;
@@ -62,33 +60,6 @@ fn sim_config(sources: &storefront_schemas::topology::StorefrontNamespaces) -> S
         },
         ..SimConfig::default()
     }
-}
-
-/// Waits until the databases equal `expected` (the run owns the collections: nothing else may
-/// be there) and returns the verification; fails with the first differences otherwise.
-async fn converged(client: &mongodb::Client, expected: &ExpectedState) -> verify::Report {
-    let report = verify::verify_until(
-        client,
-        expected,
-        VerifyOptions { exclusive: true },
-        DEADLINE,
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.differences.is_empty(),
-        "{} differences ({:?}), the first ones:\n{}",
-        report.differences.len(),
-        report.differences_per_collection(),
-        report
-            .differences
-            .iter()
-            .take(10)
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    report
 }
 
 /// This process's metrics: the in-process connector's and projectors' alike.

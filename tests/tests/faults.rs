@@ -60,9 +60,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use storefront_plumbing::settings::HttpSettings;
 use storefront_sim::config::AppSettings;
-use storefront_sim::{
-    ExpectedState, Flow, LoadSpec, SimConfig, SimError, Simulator, VerifyOptions, verify,
-};
+use storefront_sim::{ExpectedState, Flow, LoadSpec, SimConfig, SimError, Simulator};
 use storefront_tests::{
     DEADLINE, Record, TopicReader, eventually, free_port, guard, stack, unique,
 };
@@ -818,27 +816,7 @@ async fn the_storefront_recovers_from_every_fault_with_nothing_lost_and_no_dupli
     markers.pass("sentinel").await;
     let expected = merge(vec![first_expected, second_expected, markers.expected()]);
     let client = stack.mongo_client().await;
-    let report = verify::verify_until(
-        &client,
-        &expected,
-        VerifyOptions { exclusive: true },
-        DEADLINE,
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.differences.is_empty(),
-        "{} differences ({:?}), the first ones:\n{}",
-        report.differences.len(),
-        report.differences_per_collection(),
-        report
-            .differences
-            .iter()
-            .take(10)
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let report = pipeline::converged(&client, &expected).await;
     let counts = expected.counts;
     assert_eq!(
         report.compared.values().sum::<u64>(),

@@ -19,14 +19,12 @@ use std::time::Duration;
 use cdc_connector::reconcile::{self, Check, Kind, Options, Report};
 use mongodb::bson::{Bson, Document, doc};
 use storefront_sim::config::AppSettings;
-use storefront_sim::{
-    ExpectedState, LoadSpec, ScenarioSpec, SimConfig, Simulator, VerifyOptions, verify,
-};
+use storefront_sim::{LoadSpec, ScenarioSpec, SimConfig, Simulator};
 use storefront_tests::{DEADLINE, eventually, stack};
 
 mod pipeline;
 
-use pipeline::{Pipeline, configs};
+use pipeline::{Pipeline, configs, converged};
 
 fn sim_config(sources: &storefront_schemas::topology::StorefrontNamespaces) -> SimConfig {
     SimConfig {
@@ -38,29 +36,6 @@ fn sim_config(sources: &storefront_schemas::topology::StorefrontNamespaces) -> S
         },
         ..SimConfig::default()
     }
-}
-
-async fn converged(client: &mongodb::Client, expected: &ExpectedState) {
-    let report = verify::verify_until(
-        client,
-        expected,
-        VerifyOptions { exclusive: true },
-        DEADLINE,
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.differences.is_empty(),
-        "{} differences, the first ones:\n{}",
-        report.differences.len(),
-        report
-            .differences
-            .iter()
-            .take(10)
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 /// The keys of one check and kind (every one: samples are set to hold them all).

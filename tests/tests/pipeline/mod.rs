@@ -106,3 +106,35 @@ pub fn configs() -> (ConnectorConfig, ProjectorsConfig) {
     projectors.new_topics.partitions = 1;
     (connector, projectors)
 }
+
+/// Waits until the databases equal `expected` (the run owns the collections: nothing else may
+/// be there) and returns the verification; fails with the first differences otherwise.
+#[allow(dead_code)] // not every test binary running the pipeline compares it with a model
+pub async fn converged(
+    client: &mongodb::Client,
+    expected: &storefront_sim::model::ExpectedState,
+) -> storefront_sim::verify::Report {
+    use storefront_sim::verify::{self, VerifyOptions};
+    let report = verify::verify_until(
+        client,
+        expected,
+        VerifyOptions { exclusive: true },
+        storefront_tests::DEADLINE,
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.differences.is_empty(),
+        "{} differences ({:?}), the first ones:\n{}",
+        report.differences.len(),
+        report.differences_per_collection(),
+        report
+            .differences
+            .iter()
+            .take(10)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    report
+}
