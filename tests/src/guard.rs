@@ -8,12 +8,12 @@
 //!   writes to the topics any more (the process under test stopped, or caught up with a
 //!   sentinel read).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use storefront_plumbing::kafka::TracingContext;
 
-use crate::{Record, TopicReader, stack, unique};
+use crate::{DEADLINE, Record, TopicReader, stack, unique};
 
 /// Reads the brokers' watermarks through one consumer connection (made once: cheap to poll).
 pub struct Watermarks {
@@ -58,26 +58,41 @@ impl Watermarks {
         topics
             .iter()
             .map(|topic| {
-                let metadata = self
-                    .consumer
-                    .fetch_metadata(Some(topic), timeout)
-                    .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+                let metadata = retried(&format!("metadata of {topic}"), || {
+                    self.consumer.fetch_metadata(Some(topic), timeout)
+                });
                 let partitions = metadata.topics()[0].partitions();
                 assert!(!partitions.is_empty(), "topic {topic} has no partitions");
                 partitions
                     .iter()
                     .map(|partition| {
-                        let (low, high) = self
-                            .consumer
-                            .fetch_watermarks(topic, partition.id(), timeout)
-                            .unwrap_or_else(|e| {
-                                panic!("watermarks of {topic}/{}: {e}", partition.id())
+                        let (low, high) =
+                            retried(&format!("watermarks of {topic}/{}", partition.id()), || {
+                                self.consumer
+                                    .fetch_watermarks(topic, partition.id(), timeout)
                             });
                         high - low
                     })
                     .sum::<i64>()
             })
             .sum()
+    }
+}
+
+/// `call` until it succeeds, for up to [`DEADLINE`]: right after a broker restart (the fault
+/// suite restarts Kafka) metadata and watermark requests fail for a while before the broker
+/// serves them again. Panics with the last error after the deadline.
+fn retried<T>(what: &str, mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> T {
+    let started = Instant::now();
+    loop {
+        match call() {
+            Ok(value) => return value,
+            Err(error) if started.elapsed() < DEADLINE => {
+                eprintln!("{what}: {error} (asking again)");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => panic!("{what}: {error} (for {DEADLINE:?})"),
+        }
     }
 }
 
