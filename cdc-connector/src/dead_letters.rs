@@ -33,9 +33,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 pub use storefront_plumbing::dead_letters::RedriveOptions;
 use storefront_plumbing::dead_letters::{self, DeadLetter, NotSent, Writer};
-use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec, TracingContext};
+use storefront_plumbing::kafka::{KafkaSetupError, TracingContext};
 use storefront_schemas::dead_letter::{self as schema, header};
-use storefront_schemas::retention::TopicRequirement;
 
 use crate::config::{ConnectorConfig, WatchedSource};
 use crate::republish::{RepublishError, RepublishTarget, Republisher, Scope};
@@ -243,25 +242,13 @@ pub async fn redrive(
             .push((field.clone(), reason.clone()));
     }
 
-    let ledger_topic = dead_letters::ledger_topic(&options.topic);
-    kafka::ensure_topics(
+    let (ledger_topic, producer) = dead_letters::redrive_producer(
         &config.kafka,
         &client_id,
-        &[TopicSpec {
-            partitions: 1,
-            ..config
-                .new_topics
-                .spec(&TopicRequirement::compacted(&ledger_topic, &[]))
-        }],
+        &config.new_topics,
+        &options.topic,
     )
     .await?;
-    let producer: FutureProducer<TracingContext> = kafka::producer_config(
-        &config.kafka,
-        &client_id,
-        &[("message.timeout.ms", "60000")],
-    )
-    .create_with_context(TracingContext)
-    .map_err(KafkaSetupError::Config)?;
     let position = republished.position.as_u64().to_string();
     for ((letter, target), redriven) in chosen.iter().zip(report.redriven.iter_mut()) {
         let key = (
@@ -284,7 +271,8 @@ pub async fn redrive(
             )
             .await?;
         }
-        let entry = serde_json::json!({ "at_ms": now_ms(), "position": position }).to_string();
+        let entry = serde_json::json!({ "at_ms": dead_letters::now_ms(), "position": position })
+            .to_string();
         send(
             &producer,
             &ledger_topic,
@@ -370,12 +358,6 @@ async fn send(
             topic: topic.to_owned(),
             source,
         })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Runs `cdc-connector dead-letters <command>`; the text or JSON goes to stdout.

@@ -1068,6 +1068,39 @@ pub fn ledger_topic(topic: &str) -> String {
     format!("{topic}.redriven")
 }
 
+/// What a redrive of dead-letter topic `topic` writes with: the name of its redrive ledger
+/// (created when missing: compacted, one partition, so entries keep their order) and a producer
+/// for the ledger and the records sent back.
+pub async fn redrive_producer(
+    settings: &KafkaSettings,
+    client_id: &str,
+    new_topics: &crate::topics::NewTopicSettings,
+    topic: &str,
+) -> Result<(String, rdkafka::producer::FutureProducer<TracingContext>), kafka::KafkaSetupError> {
+    let ledger = ledger_topic(topic);
+    let requirement = storefront_schemas::retention::TopicRequirement::compacted(&ledger, &[]);
+    kafka::ensure_topics(
+        settings,
+        client_id,
+        &[kafka::TopicSpec {
+            partitions: 1,
+            ..new_topics.spec(&requirement)
+        }],
+    )
+    .await?;
+    let producer = kafka::producer_config(settings, client_id, &[("message.timeout.ms", "60000")])
+        .create_with_context(TracingContext)
+        .map_err(kafka::KafkaSetupError::Config)?;
+    Ok((ledger, producer))
+}
+
+/// Now, in milliseconds since the Unix epoch, as a ledger entry records it.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The coordinates of every dead letter of `topic` the ledger records as redriven.
 pub async fn redriven(
     settings: &KafkaSettings,

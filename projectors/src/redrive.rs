@@ -38,9 +38,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Serialize;
 pub use storefront_plumbing::dead_letters::RedriveOptions;
 use storefront_plumbing::dead_letters::{self, DeadLetter, NotSent, Writer};
-use storefront_plumbing::kafka::{self, KafkaSetupError, TopicSpec, TracingContext};
+use storefront_plumbing::kafka::{KafkaSetupError, TracingContext};
 use storefront_schemas::dead_letter::{self as schema, header};
-use storefront_schemas::retention::TopicRequirement;
 
 use crate::config::{APP_NAME, ProjectorsConfig};
 
@@ -221,24 +220,13 @@ pub async fn redrive(
         return Ok(report);
     }
 
-    let ledger_topic = dead_letters::ledger_topic(&options.topic);
-    let requirement = TopicRequirement::compacted(&ledger_topic, &[]);
-    kafka::ensure_topics(
+    let (ledger_topic, producer) = dead_letters::redrive_producer(
         &config.kafka,
         &client_id,
-        &[TopicSpec {
-            partitions: 1,
-            ..config.new_topics.spec(&requirement)
-        }],
+        &config.new_topics,
+        &options.topic,
     )
     .await?;
-    let producer: FutureProducer<TracingContext> = kafka::producer_config(
-        &config.kafka,
-        &client_id,
-        &[("message.timeout.ms", "60000")],
-    )
-    .create_with_context(TracingContext)
-    .map_err(KafkaSetupError::Config)?;
 
     // Enqueued in dead-letter order (the idempotent producer keeps it per partition), then
     // acknowledged.
@@ -285,9 +273,7 @@ pub async fn redrive(
     }
 
     // The ledger, for what Kafka acknowledged.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = dead_letters::now_ms();
     let mut entries = Vec::with_capacity(delivered.len());
     for (index, offset) in &delivered {
         let sent = &report.redriven[*index];
